@@ -1,1 +1,129 @@
-fn main() {}
+//! `sitelink-gateway`: the gateway daemon and its admin commands.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sitelink_core::config::GatewayConfig;
+use sitelink_io::control;
+
+mod status;
+
+/// sitelink gateway: site-to-site WireGuard-protocol tunnels.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway in the foreground until SIGINT or SIGTERM.
+    Up {
+        /// The gateway's TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Control socket path (default: under /run/sitelink/, derived from the config path).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Validate a config file and exit: 0 when valid, else `file:line: what is wrong`.
+    Check {
+        /// The gateway's TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show the running gateway's peers, endpoints, handshakes, traffic and counters.
+    Status {
+        /// The gateway's TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Control socket path, if `up` was given one.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<GatewayConfig> {
+    // The config error already names the file and line, and says how to fix it.
+    GatewayConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn socket_path(config: &GatewayConfig, socket: Option<PathBuf>) -> PathBuf {
+    socket.unwrap_or_else(|| control::default_socket_path(&config.path, &config.interface.name))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Up { config, socket } => {
+            let config = load(&config)?;
+            let socket = socket_path(&config, socket);
+            runtime()?.block_on(sitelink_io::driver::run(config, socket, shutdown_signal()))
+        }
+        Command::Check { config } => {
+            let config = load(&config)?;
+            eprintln!(
+                "{}: ok ({} peer{})",
+                config.path.display(),
+                config.peers.len(),
+                if config.peers.len() == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
+        Command::Status {
+            config,
+            socket,
+            json,
+        } => {
+            let config = load(&config)?;
+            let socket = socket_path(&config, socket);
+            let body = runtime()?.block_on(control::request(&socket, "status"))?;
+            status::print(&body, json)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, wait forever; the default action still ends the process.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

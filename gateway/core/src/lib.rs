@@ -1,1 +1,21 @@
-//! sans-IO core
+//! sitelink's sans-IO core.
+//!
+//! Protocol logic only: no sockets, no TUN, no timers of its own. Time comes in as `now`
+//! arguments and output goes out through return values or a [`gateway::Sink`]; the I/O layer
+//! (`sitelink-io`) drives it.
+//!
+//! - [`keys`]: x25519 keys and pre-shared keys, wg-compatible base64, 0600 key files.
+//! - [`config`]: the gateway's TOML config, with `file:line` errors.
+//! - [`routing`]: longest-prefix match from inner addresses to peers.
+//! - [`peer`], [`gateway`]: WireGuard tunnels (boringtun `Tunn`) and the data plane.
+//! - [`ratelimit`]: per-source limits on handshake initiations.
+//! - [`counters`]: what the data plane dropped, and why.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod counters;
+pub mod gateway;
+pub mod keys;
+pub mod peer;
+pub mod ratelimit;
+pub mod routing;

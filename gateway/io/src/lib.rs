@@ -1,1 +1,13 @@
-//! io
+//! sitelink's I/O layer: the thin drivers around the sans-IO core.
+//!
+//! - [`tun`]: the TUN device.
+//! - [`netlink`]: addresses and routes through rtnetlink (no shelling out to `ip`).
+//! - [`udp`]: the tunnel's UDP socket.
+//! - [`control`]: the root-only unix socket that `status` talks to.
+//! - [`driver`]: the event loop that feeds packets, datagrams and timers to the core.
+
+pub mod control;
+pub mod driver;
+pub mod netlink;
+pub mod tun;
+pub mod udp;

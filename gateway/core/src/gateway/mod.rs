@@ -1,0 +1,437 @@
+//! The gateway's sans-IO data plane: cryptokey routing between a TUN device and a UDP socket.
+//!
+//! [`Gateway`] owns every peer's tunnel state and the routing table. It never touches a socket or
+//! the clock: a driver feeds it
+//! - packets read from the TUN device with [`Gateway::handle_tun_packet`],
+//! - datagrams received on the UDP socket with [`Gateway::handle_datagram`],
+//! - timer expiries with [`Gateway::handle_timeout`] whenever `now` reaches
+//!   [`Gateway::poll_timeout`],
+//!
+//! and every call writes its results through a [`Sink`]: datagrams to send and packets to write to
+//! the TUN device. The sink borrows the gateway's scratch buffer, so nothing is allocated per packet.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use serde::Serialize;
+use tracing::{debug, trace, warn};
+
+use crate::counters::Counters;
+use crate::keys::{PrivateKey, PublicKey};
+use crate::peer::{Peer, PeerSpec, PeerStatus};
+use crate::ratelimit::SourceRateLimiter;
+use crate::routing::PrefixTable;
+
+/// Where the gateway's output goes. Implemented by the I/O driver (and by tests).
+pub trait Sink {
+    /// Send `datagram` to `dst` from the gateway's UDP socket.
+    fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]);
+    /// Write a decrypted inner IP packet to the TUN device.
+    fn write_tun(&mut self, packet: &[u8]);
+}
+
+/// Handshake messages processed per second before the gateway demands cookies (mac2).
+pub const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// How often the tunnels' timers are serviced.
+pub const TIMER_TICK: Duration = Duration::from_millis(250);
+/// Largest datagram or inner packet handled, plus WireGuard's overhead.
+const BUF_LEN: usize = 65_535 + 64;
+
+/// Index of a peer in the gateway; also the upper 24 bits of its WireGuard session indices.
+pub type PeerId = u32;
+
+/// Errors when changing the set of peers.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Another peer already has this public key.
+    #[error("peer {name:?}: public key {key} is already used by peer {other:?}")]
+    DuplicateKey {
+        /// The new peer's name.
+        name: String,
+        /// The duplicated key.
+        key: PublicKey,
+        /// The peer that has it.
+        other: String,
+    },
+    /// The key is the gateway's own.
+    #[error("peer {name:?}: public key is the gateway's own key")]
+    OwnKey {
+        /// The new peer's name.
+        name: String,
+    },
+    /// Another peer already routes exactly this prefix.
+    #[error("peer {name:?}: allowed IP {prefix} is already routed to peer {other:?}")]
+    PrefixTaken {
+        /// The new peer's name.
+        name: String,
+        /// The prefix.
+        prefix: ipnet::IpNet,
+        /// The peer that owns it.
+        other: String,
+    },
+    /// More peers than session indices allow (2^24).
+    #[error("too many peers")]
+    TooManyPeers,
+}
+
+/// The gateway's state as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayStatus {
+    /// The gateway's public key.
+    pub public_key: PublicKey,
+    /// Every peer.
+    pub peers: Vec<PeerStatus>,
+    /// Data-plane counters.
+    pub counters: Counters,
+}
+
+/// The sans-IO gateway. See the module documentation for how a driver uses it.
+pub struct Gateway {
+    private_key: PrivateKey,
+    public_key: PublicKey,
+    static_secret: x25519_dalek::StaticSecret,
+    static_public: x25519_dalek::PublicKey,
+    peers: Vec<Option<Peer>>,
+    free_ids: Vec<PeerId>,
+    by_key: HashMap<PublicKey, PeerId>,
+    routes: PrefixTable<PeerId>,
+    rate_limiter: Arc<RateLimiter>,
+    source_limiter: SourceRateLimiter,
+    counters: Counters,
+    next_tick: Instant,
+    next_second: Instant,
+    buf: Box<[u8]>,
+}
+
+impl Gateway {
+    /// A gateway with no peers. `now` starts its timers.
+    pub fn new(private_key: PrivateKey, now: Instant) -> Self {
+        let public_key = private_key.public_key();
+        let static_secret = private_key.to_static_secret();
+        let static_public = x25519_dalek::PublicKey::from(&static_secret);
+        Self {
+            rate_limiter: Arc::new(RateLimiter::new(&static_public, HANDSHAKE_RATE_LIMIT)),
+            private_key,
+            public_key,
+            static_secret,
+            static_public,
+            peers: Vec::new(),
+            free_ids: Vec::new(),
+            by_key: HashMap::new(),
+            routes: PrefixTable::new(),
+            source_limiter: SourceRateLimiter::new(),
+            counters: Counters::default(),
+            next_tick: now + TIMER_TICK,
+            next_second: now + Duration::from_secs(1),
+            buf: vec![0u8; BUF_LEN].into_boxed_slice(),
+        }
+    }
+
+    /// The gateway's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// Adds a peer and routes its `allowed_ips` to it.
+    pub fn add_peer(&mut self, spec: PeerSpec) -> Result<PeerId, GatewayError> {
+        if spec.public_key == self.public_key {
+            return Err(GatewayError::OwnKey { name: spec.name });
+        }
+        if let Some(&other) = self.by_key.get(&spec.public_key) {
+            return Err(GatewayError::DuplicateKey {
+                key: spec.public_key,
+                other: self.peer_name(other),
+                name: spec.name,
+            });
+        }
+        for prefix in &spec.allowed_ips {
+            if let Some(&other) = self.routes.get_exact(prefix.trunc()) {
+                return Err(GatewayError::PrefixTaken {
+                    prefix: *prefix,
+                    other: self.peer_name(other),
+                    name: spec.name,
+                });
+            }
+        }
+        let id = match self.free_ids.pop() {
+            Some(id) => id,
+            None => {
+                let id = PeerId::try_from(self.peers.len()).map_err(|_| GatewayError::TooManyPeers)?;
+                if id >= 1 << 24 {
+                    return Err(GatewayError::TooManyPeers);
+                }
+                self.peers.push(None);
+                id
+            }
+        };
+        for prefix in &spec.allowed_ips {
+            self.routes.insert(prefix.trunc(), id);
+        }
+        self.by_key.insert(spec.public_key, id);
+        debug!(peer = %spec.name, key = %spec.public_key, endpoint = ?spec.endpoint, "peer added");
+        let peer = Peer::new(spec, &self.private_key, id, Arc::clone(&self.rate_limiter));
+        self.peers[id as usize] = Some(peer);
+        Ok(id)
+    }
+
+    /// Removes the peer with `key` and its routes. Returns whether it existed.
+    pub fn remove_peer(&mut self, key: &PublicKey) -> bool {
+        let Some(id) = self.by_key.remove(key) else {
+            return false;
+        };
+        self.routes.retain(|v| *v != id);
+        if let Some(peer) = self.peers[id as usize].take() {
+            debug!(peer = %peer.spec.name, "peer removed");
+        }
+        self.free_ids.push(id);
+        true
+    }
+
+    fn peer_name(&self, id: PeerId) -> String {
+        self.peers
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .map(|p| p.spec.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// Number of peers.
+    pub fn peer_count(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// A snapshot for `status`.
+    pub fn status(&self) -> GatewayStatus {
+        GatewayStatus {
+            public_key: self.public_key,
+            peers: self.peers.iter().flatten().map(Peer::status).collect(),
+            counters: self.counters,
+        }
+    }
+
+    /// Encrypts an inner packet read from the TUN device and sends it to the peer that owns its
+    /// destination address.
+    pub fn handle_tun_packet(&mut self, packet: &[u8], _now: Instant, sink: &mut impl Sink) {
+        self.counters.tx_packets += 1;
+        let Some(dst) = Tunn::dst_address(packet) else {
+            self.counters.tx_malformed += 1;
+            return;
+        };
+        let Some(&id) = self.routes.longest_match(dst) else {
+            self.counters.tx_no_route += 1;
+            trace!(%dst, "no peer for destination");
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(id as usize).and_then(Option::as_mut) else {
+            self.counters.tx_no_route += 1;
+            return;
+        };
+        match peer.tunn.encapsulate(packet, &mut self.buf) {
+            TunnResult::WriteToNetwork(datagram) => match peer.endpoint {
+                Some(ep) => sink.send_to(ep, datagram),
+                None => self.counters.tx_no_endpoint += 1,
+            },
+            TunnResult::Err(e) => warn!(peer = %peer.spec.name, error = ?e, "encapsulate failed"),
+            TunnResult::Done
+            | TunnResult::WriteToTunnelV4(..)
+            | TunnResult::WriteToTunnelV6(..) => {}
+        }
+    }
+
+    /// Handles one datagram received from `src` on the UDP socket.
+    pub fn handle_datagram(
+        &mut self,
+        src: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        sink: &mut impl Sink,
+    ) {
+        self.counters.rx_packets += 1;
+        let packet = match Tunn::parse_incoming_packet(datagram) {
+            Ok(p) => p,
+            Err(_) => {
+                self.counters.rx_malformed += 1;
+                trace!(%src, len = datagram.len(), "malformed datagram dropped");
+                return;
+            }
+        };
+        let id = match packet {
+            Packet::HandshakeInit(ref init) => {
+                match self.identify_initiator(src, datagram, init, now, sink) {
+                    Some(id) => id,
+                    None => return,
+                }
+            }
+            Packet::HandshakeResponse(ref p) => p.receiver_idx >> 8,
+            Packet::PacketCookieReply(ref p) => p.receiver_idx >> 8,
+            Packet::PacketData(ref p) => p.receiver_idx >> 8,
+        };
+        let Some(peer) = self.peers.get_mut(id as usize).and_then(Option::as_mut) else {
+            self.counters.rx_unknown_peer += 1;
+            return;
+        };
+        let mut result = peer.tunn.decapsulate(Some(src.ip()), datagram, &mut self.buf);
+        if !matches!(result, TunnResult::Err(_)) && peer.endpoint != Some(src) {
+            debug!(peer = %peer.spec.name, old = ?peer.endpoint, new = %src, "endpoint changed");
+            peer.endpoint = Some(src);
+        }
+        loop {
+            match result {
+                TunnResult::Done => break,
+                TunnResult::Err(e) => {
+                    count_error(&mut self.counters, &e);
+                    trace!(peer = %peer.spec.name, %src, error = ?e, "datagram rejected");
+                    break;
+                }
+                TunnResult::WriteToNetwork(out) => {
+                    sink.send_to(src, out);
+                    // Flush packets queued while the handshake was in progress.
+                    result = peer.tunn.decapsulate(None, &[], &mut self.buf);
+                }
+                TunnResult::WriteToTunnelV4(inner, addr) => {
+                    deliver(&self.routes, id, IpAddr::V4(addr), inner, &mut self.counters, sink);
+                    break;
+                }
+                TunnResult::WriteToTunnelV6(inner, addr) => {
+                    deliver(&self.routes, id, IpAddr::V6(addr), inner, &mut self.counters, sink);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// For a handshake initiation: applies the per-source limit and the cookie mechanism, then
+    /// finds the initiator's static key. Returns the peer to hand the message to.
+    fn identify_initiator(
+        &mut self,
+        src: SocketAddr,
+        datagram: &[u8],
+        init: &boringtun::noise::HandshakeInit<'_>,
+        now: Instant,
+        sink: &mut impl Sink,
+    ) -> Option<PeerId> {
+        if !self.source_limiter.allow(src.ip(), now) {
+            self.counters.handshake_rate_limited += 1;
+            return None;
+        }
+        // Checks mac1 and, under load, mac2; answers with a cookie when mac2 is missing.
+        match self
+            .rate_limiter
+            .verify_packet(Some(src.ip()), datagram, &mut self.buf)
+        {
+            Ok(_) => {}
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                self.counters.cookie_replies_sent += 1;
+                sink.send_to(src, cookie);
+                return None;
+            }
+            Err(TunnResult::Err(e)) => {
+                count_error(&mut self.counters, &e);
+                return None;
+            }
+            Err(_) => return None,
+        }
+        let half = match parse_handshake_anon(&self.static_secret, &self.static_public, init) {
+            Ok(h) => h,
+            Err(e) => {
+                count_error(&mut self.counters, &e);
+                return None;
+            }
+        };
+        let key = PublicKey::from_bytes(half.peer_static_public);
+        match self.by_key.get(&key) {
+            Some(&id) => Some(id),
+            None => {
+                self.counters.rx_unknown_peer += 1;
+                debug!(%src, %key, "handshake from unknown key ignored");
+                None
+            }
+        }
+    }
+
+    /// The next instant at which [`Gateway::handle_timeout`] wants to run.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_tick.min(self.next_second)
+    }
+
+    /// Services the tunnels' timers (handshake retries, rekeying, keepalives) and the rate
+    /// limiters. Call when `now` reaches [`Gateway::poll_timeout`]; calling earlier is harmless.
+    pub fn handle_timeout(&mut self, now: Instant, sink: &mut impl Sink) {
+        if now >= self.next_second {
+            self.rate_limiter.reset_count();
+            self.source_limiter.handle_timeout(now);
+            self.next_second = now + Duration::from_secs(1);
+        }
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + TIMER_TICK;
+        for peer in self.peers.iter_mut().flatten() {
+            match peer.tunn.update_timers(&mut self.buf) {
+                TunnResult::WriteToNetwork(datagram) => match peer.endpoint {
+                    Some(ep) => sink.send_to(ep, datagram),
+                    None => self.counters.tx_no_endpoint += 1,
+                },
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {
+                    debug!(peer = %peer.spec.name, "session expired");
+                }
+                TunnResult::Err(e) => debug!(peer = %peer.spec.name, error = ?e, "timer error"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Writes a decrypted packet to the TUN device if its source belongs to the peer it came from.
+fn deliver(
+    routes: &PrefixTable<PeerId>,
+    id: PeerId,
+    src: IpAddr,
+    inner: &[u8],
+    counters: &mut Counters,
+    sink: &mut impl Sink,
+) {
+    if routes.longest_match(src) == Some(&id) {
+        sink.write_tun(inner);
+    } else {
+        counters.rx_source_not_allowed += 1;
+        trace!(%src, "inner source outside the peer's allowed_ips");
+    }
+}
+
+fn count_error(counters: &mut Counters, e: &WireGuardError) {
+    match e {
+        WireGuardError::DuplicateCounter
+        | WireGuardError::InvalidCounter
+        | WireGuardError::WrongTai64nTimestamp => counters.rx_replayed += 1,
+        WireGuardError::InvalidMac
+        | WireGuardError::InvalidAeadTag
+        | WireGuardError::WrongKey
+        | WireGuardError::InvalidTai64nTimestamp => counters.rx_auth_failed += 1,
+        WireGuardError::WrongIndex
+        | WireGuardError::NoCurrentSession
+        | WireGuardError::ConnectionExpired => counters.rx_unknown_peer += 1,
+        WireGuardError::UnderLoad => counters.handshake_rate_limited += 1,
+        WireGuardError::DestinationBufferTooSmall
+        | WireGuardError::IncorrectPacketLength
+        | WireGuardError::UnexpectedPacket
+        | WireGuardError::WrongPacketType
+        | WireGuardError::InvalidPacket
+        | WireGuardError::LockFailed => counters.rx_malformed += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests;
