@@ -16,6 +16,7 @@ pub mod config;
 pub mod counters;
 pub mod gateway;
 pub mod keys;
+pub mod lease;
 pub mod peer;
 pub mod ratelimit;
 pub mod routing;
