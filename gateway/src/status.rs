@@ -16,14 +16,23 @@ pub(crate) fn print(body: &str, json: bool) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    let s = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    let s = |v: &Value| {
+        v.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string())
+    };
     let iface = &v["interface"];
     writeln!(out, "interface: {}", s(&iface["name"]))?;
     writeln!(out, "  public key: {}", s(&iface["public_key"]))?;
     writeln!(out, "  listening port: {}", iface["listen_port"])?;
     for peer in v["peers"].as_array().into_iter().flatten() {
         writeln!(out)?;
-        writeln!(out, "peer: {} ({})", s(&peer["public_key"]), s(&peer["name"]))?;
+        writeln!(
+            out,
+            "peer: {} ({})",
+            s(&peer["public_key"]),
+            s(&peer["name"])
+        )?;
         if let Some(ep) = peer["endpoint"].as_str() {
             writeln!(out, "  endpoint: {ep}")?;
         }
@@ -57,7 +66,15 @@ pub(crate) fn print(body: &str, json: bool) -> Result<()> {
         .map(|(k, n)| format!("{k}={n}"))
         .collect();
     writeln!(out)?;
-    writeln!(out, "counters: {}", if drops.is_empty() { "all zero".to_owned() } else { drops.join(" ") })?;
+    writeln!(
+        out,
+        "counters: {}",
+        if drops.is_empty() {
+            "all zero".to_owned()
+        } else {
+            drops.join(" ")
+        }
+    )?;
     Ok(())
 }
 

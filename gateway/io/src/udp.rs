@@ -56,12 +56,9 @@ impl UdpTransport {
 
     fn wire_addr(&self, dst: SocketAddr) -> SocketAddr {
         match dst {
-            SocketAddr::V4(v4) if self.dual_stack => SocketAddr::V6(SocketAddrV6::new(
-                v4.ip().to_ipv6_mapped(),
-                v4.port(),
-                0,
-                0,
-            )),
+            SocketAddr::V4(v4) if self.dual_stack => {
+                SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+            }
             other => other,
         }
     }
@@ -104,7 +101,7 @@ fn grow_buffers(socket: &Socket) {
 }
 
 fn setsockopt_int(fd: std::os::fd::RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+    let len = libc::socklen_t::try_from(size_of::<libc::c_int>())
         .map_err(|_| io::Error::other("socklen"))?;
     // SAFETY: `fd` is an open socket owned by the caller for the duration of the call; the
     // option value points to a live c_int whose size is passed as the option length.
