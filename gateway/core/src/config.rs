@@ -1,0 +1,158 @@
+//! The gateway's config file: TOML in `wg-quick`'s vocabulary.
+//!
+//! ```toml
+//! [interface]
+//! name = "sl0"                       # TUN device name
+//! private_key_file = "office-a.key"  # relative paths are relative to the config file
+//! listen_port = 51820
+//! address = ["10.77.0.1/24"]
+//! mtu = 1420                         # optional, default 1420
+//!
+//! [[peer]]
+//! name = "office-b"
+//! public_key = "base64…"
+//! preshared_key_file = "ab.psk"      # optional
+//! endpoint = "198.51.100.2:51820"    # optional; host names are resolved
+//! allowed_ips = ["10.77.0.2/32", "192.168.20.0/24"]
+//! persistent_keepalive = 25          # optional, seconds
+//! ```
+//!
+//! The field docs of [`InterfaceConfig`] and [`PeerConfig`] are the reference for each key.
+//!
+//! Unknown keys are errors. Every error names the file and line, says what is wrong, and on a
+//! second line how to fix it:
+//!
+//! ```text
+//! office-a.toml:7: peer "office-b": allowed_ips "192.168.20.0/33" is not a valid prefix
+//!   fix: write an address with a prefix length, e.g. "192.168.20.0/24"
+//! ```
+//!
+//! Loading reads the key files named by the config and resolves endpoint host names, so it does
+//! file and DNS I/O; everything after loading is pure.
+//!
+//! # Adding a section
+//!
+//! A new table is a module with a `Raw*` struct (serde, `deny_unknown_fields`, values wrapped in
+//! [`toml::Spanned`] so errors have lines), a `validate` function turning it into the public
+//! struct, and a `SectionDoc` with an example line per key; then a field in
+//! `RawGatewayConfig` and [`GatewayConfig`], a call in [`GatewayConfig::parse`], and an entry in
+//! `SECTIONS`.
+
+mod endpoint;
+mod error;
+mod interface;
+mod peer;
+mod source;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use error::{ConfigError, ConfigErrorKind};
+pub use interface::{
+    InterfaceConfig, DEFAULT_MTU, MAX_MTU, MAX_NAME_LEN, MIN_MTU_IPV4, MIN_MTU_IPV6,
+};
+pub use peer::PeerConfig;
+
+use crate::keys::KeyError;
+use source::{SectionDoc, Source};
+
+/// Every table of the config file, for explaining schema errors.
+const SECTIONS: &[&SectionDoc] = &[&interface::DOC, &peer::DOC];
+
+/// A validated gateway config.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The config file this was loaded from, as the caller named it.
+    pub path: PathBuf,
+    /// `[interface]`: this gateway's TUN device, key and UDP port.
+    pub interface: InterfaceConfig,
+    /// `[[peer]]`, in file order: the remote gateways. May be empty.
+    pub peers: Vec<PeerConfig>,
+}
+
+/// The whole file as written, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGatewayConfig {
+    interface: Spanned<interface::RawInterface>,
+    #[serde(default)]
+    peer: Vec<Spanned<peer::RawPeer>>,
+}
+
+impl GatewayConfig {
+    /// Reads and validates the config file at `path`, the key files it names, and resolves peer
+    /// endpoints.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                path,
+                None,
+                ConfigErrorKind::Read,
+                format!("cannot read the config file: {e}"),
+                "check the path, and that the gateway's user may read the file",
+            )
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates config `text` as if it had been read from `path`: errors name `path`, and key
+    /// files are read relative to its directory.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let src = Source::new(text, path);
+        let raw: RawGatewayConfig = src.deserialize()?;
+        let interface = interface::validate(raw.interface, &src)?;
+        let peers = peer::validate_all(raw.peer, &src, &interface.private_key.public_key())?;
+        Ok(Self {
+            path: path.to_owned(),
+            interface,
+            peers,
+        })
+    }
+}
+
+/// `p` as seen from the config file: absolute paths stay, relative ones are taken relative to the
+/// directory holding `config_path`.
+pub fn resolve_relative(config_path: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        return p.to_owned();
+    }
+    match config_path.parent() {
+        Some(dir) => dir.join(p),
+        None => p.to_owned(),
+    }
+}
+
+/// A [`ConfigError`] for a key file named by `key = "written"`.
+fn key_file_error(
+    src: &Source<'_>,
+    span: &Range<usize>,
+    label: &str,
+    key: &str,
+    written: &str,
+    err: &KeyError,
+) -> ConfigError {
+    let fix = match err {
+        KeyError::NotFound { .. } if Path::new(written).is_relative() => format!(
+            "{} (relative paths are relative to the config file's directory)",
+            err.fix()
+        ),
+        _ => err.fix(),
+    };
+    let problem = match err {
+        // The generic message ends with the chmod advice, which the fix line already gives.
+        KeyError::LoosePermissions { path, mode } => format!(
+            "{} is accessible by group or others (mode {mode:03o})",
+            path.display()
+        ),
+        _ => err.to_string(),
+    };
+    src.error(
+        span,
+        ConfigErrorKind::KeyFile,
+        format!("{label}{key} {written:?}: {problem}"),
+        fix,
+    )
+}
