@@ -11,7 +11,7 @@ use anyhow::{ensure, Context, Result};
 
 use common::sites::{Options, TUN_A, TUN_B, TUN_NAME};
 use common::topology::{LAN_A_HOST, LAN_A_NET, LAN_B_HOST, LAN_B_NET, WAN_B};
-use common::traffic::{tcp_transfer, wait_ping, Transfer, TransferSpec};
+use common::traffic::{tcp_transfer, wait_ping, Stream, TransferSpec};
 use common::{must, skip_unless_root_and, wait_until, TwoOffices};
 
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -109,25 +109,30 @@ fn gateway_b_killed_mid_transfer_and_restarted() {
 
 fn restart_b(t: &mut TwoOffices) -> Result<()> {
     wait_ping(&t.net.lan_a, LAN_B_HOST, PING_TIMEOUT)?;
-    let interrupted = Transfer::start(&TransferSpec {
+    // An endless stream, so it is surely in flight when B dies.
+    let mut interrupted = Stream::start(&TransferSpec {
         label: "interrupted",
         from: &t.net.lan_a,
         to: &t.net.lan_b,
         to_addr: LAN_B_HOST,
         port: 5001,
-        bytes: 50 * MIB,
+        bytes: 0,
         dir: t.dir.path(),
     })?;
     wait_until(
         Duration::from_secs(30),
-        "1 MiB of the transfer to arrive",
+        "1 MiB of the stream to arrive",
         || interrupted.received_bytes() > MIB as u64,
     )?;
+    ensure!(
+        interrupted.is_flowing(),
+        "the stream ended before B was killed"
+    );
 
     let old_b = t.gw_b.as_mut().context("gateway B is not running")?;
     old_b.kill9()?;
     eprintln!(
-        "killed gateway B with SIGKILL after {} bytes",
+        "killed gateway B with SIGKILL after {} bytes of the stream",
         interrupted.received_bytes()
     );
 
@@ -141,7 +146,7 @@ fn restart_b(t: &mut TwoOffices) -> Result<()> {
     )?);
 
     // The interrupted stream may or may not recover; what must hold is that traffic resumes.
-    interrupted.abandon();
+    drop(interrupted);
     wait_ping(&t.net.lan_b, LAN_A_HOST, PING_TIMEOUT).context("LAN B -> LAN A after restart")?;
     wait_ping(&t.net.lan_a, LAN_B_HOST, PING_TIMEOUT).context("LAN A -> LAN B after restart")?;
     tcp_transfer(
@@ -156,6 +161,36 @@ fn restart_b(t: &mut TwoOffices) -> Result<()> {
         },
         TRANSFER_TIMEOUT,
     )?;
+    t.ensure_running()
+}
+
+/// After B restarts with nobody on LAN B talking, traffic from LAN A alone must bring the tunnel
+/// back: A's data gets no answer, so A starts a new handshake (WireGuard's keepalive timeout
+/// plus rekey timeout: about 15 s).
+#[test]
+fn gateway_b_restarted_a_side_traffic_recovers() {
+    let Some(mut t) = two_offices_up("restart-a-first", &Options::default()) else {
+        return;
+    };
+    must(restart_b_a_first(&mut t));
+}
+
+fn restart_b_a_first(t: &mut TwoOffices) -> Result<()> {
+    wait_ping(&t.net.lan_a, LAN_B_HOST, PING_TIMEOUT)?;
+    t.gw_b
+        .as_mut()
+        .context("gateway B is not running")?
+        .kill9()?;
+    let log = t.dir.join("gw-b-restarted.log");
+    t.gw_b = Some(common::sites::start_gateway(
+        &t.net.gw_b,
+        "gateway B (restarted)",
+        &t.b.config_path,
+        &log,
+    )?);
+    wait_ping(&t.net.lan_a, LAN_B_HOST, Duration::from_secs(30))
+        .context("LAN A -> LAN B after B restarted")?;
+    wait_ping(&t.net.lan_b, LAN_A_HOST, PING_TIMEOUT).context("LAN B -> LAN A after restart")?;
     t.ensure_running()
 }
 

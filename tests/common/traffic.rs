@@ -121,26 +121,7 @@ impl Transfer {
         let source = dir.join(format!("{label}.src"));
         let received = dir.join(format!("{label}.recv"));
         let expected_sha256 = random_file(&source, bytes)?;
-        let port_s = port.to_string();
-
-        let listen = format!("TCP-LISTEN:{port},reuseaddr");
-        let sink = format!("OPEN:{},creat,trunc", received.display());
-        let receiver = Daemon::spawn(
-            to,
-            &format!("{label} receiver"),
-            &dir.join(format!("{label}.receiver.log")),
-            &["socat", "-T", "30", "-u", &listen, &sink],
-        )?;
-        wait_until(
-            Duration::from_secs(5),
-            &format!("{label} receiver to listen on port {port}"),
-            || {
-                to.run(&["ss", "-Hltn", "sport", "=", &format!(":{port_s}")])
-                    .map(|out| !out.trim().is_empty())
-                    .unwrap_or(false)
-            },
-        )?;
-
+        let receiver = start_receiver(to, label, port, &received, dir)?;
         let src = format!("OPEN:{}", source.display());
         let connect = format!("TCP:{to_addr}:{port},connect-timeout=10");
         let sender = Daemon::spawn(
@@ -201,12 +182,87 @@ impl Transfer {
         let _ = std::fs::remove_file(&self.source);
         Ok(())
     }
+}
 
-    /// Kills both ends without checking anything (for transfers a test interrupted on purpose).
-    pub(crate) fn abandon(mut self) {
+/// An endless TCP stream (zeros) from one namespace to another, for tests that break the path
+/// while data is in flight. Both ends are killed on drop; the received file is removed.
+pub(crate) struct Stream {
+    receiver: Daemon,
+    sender: Daemon,
+    received: PathBuf,
+}
+
+impl Stream {
+    /// Starts the receiver, waits until it listens, starts the sender. `spec.bytes` is ignored.
+    pub(crate) fn start(spec: &TransferSpec<'_>) -> Result<Self> {
+        let TransferSpec {
+            label,
+            from,
+            to,
+            to_addr,
+            port,
+            dir,
+            ..
+        } = *spec;
+        let received = dir.join(format!("{label}.recv"));
+        let receiver = start_receiver(to, label, port, &received, dir)?;
+        let connect = format!("TCP:{to_addr}:{port},connect-timeout=10");
+        let sender = Daemon::spawn(
+            from,
+            &format!("{label} sender"),
+            &dir.join(format!("{label}.sender.log")),
+            &["socat", "-T", "30", "-u", "OPEN:/dev/zero", &connect],
+        )?;
+        Ok(Self {
+            receiver,
+            sender,
+            received,
+        })
+    }
+
+    /// Bytes received so far.
+    pub(crate) fn received_bytes(&self) -> u64 {
+        std::fs::metadata(&self.received)
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Whether both ends are still running (the stream has not broken yet).
+    pub(crate) fn is_flowing(&mut self) -> bool {
+        self.sender.is_running() && self.receiver.is_running()
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
         let _ = self.sender.kill9();
         let _ = self.receiver.kill9();
+        let _ = std::fs::remove_file(&self.received);
     }
+}
+
+/// Starts `socat` listening on `port` in `ns`, writing what it receives to `sink`, and waits
+/// until it listens.
+fn start_receiver(ns: &Netns, label: &str, port: u16, sink: &Path, dir: &Path) -> Result<Daemon> {
+    let listen = format!("TCP-LISTEN:{port},reuseaddr");
+    let sink = format!("OPEN:{},creat,trunc", sink.display());
+    let receiver = Daemon::spawn(
+        ns,
+        &format!("{label} receiver"),
+        &dir.join(format!("{label}.receiver.log")),
+        &["socat", "-T", "30", "-u", &listen, &sink],
+    )?;
+    let port = format!(":{port}");
+    wait_until(
+        Duration::from_secs(5),
+        &format!("{label} receiver to listen on port {port}"),
+        || {
+            ns.run(&["ss", "-Hltn", "sport", "=", &port])
+                .map(|out| !out.trim().is_empty())
+                .unwrap_or(false)
+        },
+    )?;
+    Ok(receiver)
 }
 
 /// Sends `bytes` random bytes over TCP and checks they arrive intact, within `timeout`.
