@@ -3,6 +3,11 @@
 //! The control protocol ([`crate::control`]) asks an [`AddressAuthority`] for offers and leases;
 //! the lease pool implements it. Lease times are wall-clock (`SystemTime`, passed in by the
 //! caller) because leases are persisted and must outlive a restart of the gateway.
+//!
+//! [`LeasePool`] is that implementation: ranges, exclusions, fixed addresses, offers, expiry and
+//! reclaiming, written through a [`LeaseStore`] ([`MemoryStore`] here, a redb file in
+//! `sitelink-io`). [`PoolSettings`] and [`ClientEntry`] are the validated `[pool]` and
+//! `[[client]]` config sections.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
@@ -76,3 +81,17 @@ pub trait AddressAuthority {
         now: SystemTime,
     ) -> Result<(), Refusal>;
 }
+
+mod config;
+mod pool;
+mod space;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use config::{
+    AddressRange, AddressRangeError, ClientEntry, PoolSettings, DEFAULT_OFFER_TIME,
+    DEFAULT_REBIND_AFTER_PERCENT, DEFAULT_RENEW_AFTER_PERCENT, MAX_LEASE_TIME,
+};
+pub use pool::{ExpiredLease, LeaseEntry, LeasePool, LeaseState, PoolError};
+pub use store::{LeaseRecord, LeaseStore, MemoryStore, StoreError};
