@@ -8,6 +8,7 @@
 
 pub mod control;
 pub mod driver;
+pub mod lease_store;
 pub mod netlink;
 pub mod tun;
 pub mod udp;
