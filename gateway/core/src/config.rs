@@ -17,7 +17,9 @@
 //! persistent_keepalive = 25          # optional, seconds
 //! ```
 //!
-//! The field docs of [`InterfaceConfig`] and [`PeerConfig`] are the reference for each key.
+//! The field docs of [`InterfaceConfig`] and [`PeerConfig`] are the reference for each key. A
+//! gateway that leases addresses to remote-worker clients also has a `[pool]` table and
+//! `[[client]]` tables; see [`crate::lease::PoolSettings`] and [`crate::lease::ClientEntry`].
 //!
 //! Unknown keys are errors. Every error names the file and line, says what is wrong, and on a
 //! second line how to fix it:
@@ -42,6 +44,7 @@ mod endpoint;
 mod error;
 mod interface;
 mod peer;
+mod pool;
 mod source;
 
 use std::ops::Range;
@@ -60,7 +63,12 @@ use crate::keys::KeyError;
 use source::{SectionDoc, Source};
 
 /// Every table of the config file, for explaining schema errors.
-const SECTIONS: &[&SectionDoc] = &[&interface::DOC, &peer::DOC];
+const SECTIONS: &[&SectionDoc] = &[
+    &interface::DOC,
+    &peer::DOC,
+    &pool::POOL_DOC,
+    &pool::CLIENT_DOC,
+];
 
 /// A validated gateway config.
 #[derive(Debug, Clone)]
@@ -71,6 +79,12 @@ pub struct GatewayConfig {
     pub interface: InterfaceConfig,
     /// `[[peer]]`, in file order: the remote gateways. May be empty.
     pub peers: Vec<PeerConfig>,
+    /// `[pool]`: the addresses leased to remote-worker clients; `None` when the gateway serves
+    /// none. See [`crate::lease::PoolSettings`] for each key.
+    pub pool: Option<crate::lease::PoolSettings>,
+    /// `[[client]]`, in file order: the remote-worker clients known by name. Empty without a
+    /// `[pool]`.
+    pub clients: Vec<crate::lease::ClientEntry>,
 }
 
 /// The whole file as written, before validation.
@@ -80,6 +94,10 @@ struct RawGatewayConfig {
     interface: Spanned<interface::RawInterface>,
     #[serde(default)]
     peer: Vec<Spanned<peer::RawPeer>>,
+    #[serde(default)]
+    pool: Option<Spanned<pool::RawPool>>,
+    #[serde(default)]
+    client: Vec<Spanned<pool::RawClient>>,
 }
 
 impl GatewayConfig {
@@ -105,10 +123,13 @@ impl GatewayConfig {
         let raw: RawGatewayConfig = src.deserialize()?;
         let interface = interface::validate(raw.interface, &src)?;
         let peers = peer::validate_all(raw.peer, &src, &interface.private_key.public_key())?;
+        let (pool, clients) = pool::validate(raw.pool, raw.client, &src, &interface, &peers)?;
         Ok(Self {
             path: path.to_owned(),
             interface,
             peers,
+            pool,
+            clients,
         })
     }
 }

@@ -308,11 +308,11 @@ fn duplicate_key_is_a_syntax_error() {
 fn unknown_top_level_table() {
     let site = Site::new();
     site.err(
-        &with_iface(&["", "[pool]", "range = \"10.77.0.0/24\""]),
+        &with_iface(&["", "[pools]", "range = \"10.77.0.0/24\""]),
         7,
         ConfigErrorKind::UnknownKey,
         &[
-            "unknown table `pool`",
+            "unknown table `pools`",
             "the valid tables are [interface], [[peer]]",
         ],
     );

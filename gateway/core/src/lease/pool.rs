@@ -291,80 +291,11 @@ impl<S: LeaseStore> LeasePool<S> {
         clients: Vec<ClientEntry>,
         mut store: S,
     ) -> Result<Self, PoolError> {
-        if settings.lease_time.is_zero() || settings.lease_time > MAX_LEASE_TIME {
-            return Err(PoolError::InvalidLeaseTime {
-                lease_time: settings.lease_time,
-            });
-        }
-        if settings.offer_time.is_zero() {
-            return Err(PoolError::InvalidOfferTime);
-        }
-        let (renew, rebind) = (settings.renew_after_percent, settings.rebind_after_percent);
-        if !(0 < renew && renew < rebind && rebind < 100) {
-            return Err(PoolError::InvalidRenewRebind { renew, rebind });
-        }
-        let space = AddressSpace::new(&settings.ranges, &settings.exclude)?;
-
-        let mut by_key: HashMap<PublicKey, ClientEntry> = HashMap::with_capacity(clients.len());
-        let mut names: HashSet<&str> = HashSet::with_capacity(clients.len());
-        let mut fixed: HashMap<Ipv4Addr, PublicKey> = HashMap::new();
-        for client in &clients {
-            if client.name.is_empty() {
-                return Err(PoolError::EmptyClientName {
-                    key: client.public_key,
-                });
-            }
-            if !names.insert(&client.name) {
-                return Err(PoolError::DuplicateClientName {
-                    name: client.name.clone(),
-                });
-            }
-            if let Some(first) = by_key.get(&client.public_key) {
-                return Err(PoolError::DuplicateClientKey {
-                    key: client.public_key,
-                    first: first.name.clone(),
-                    second: client.name.clone(),
-                });
-            }
-            if let Some(address) = client.fixed_address {
-                let name = || client.name.clone();
-                match space.range_of(address) {
-                    None => {
-                        return Err(PoolError::FixedAddressOutsideRanges {
-                            client: name(),
-                            address,
-                        })
-                    }
-                    Some(_) if space.is_excluded(address) => {
-                        return Err(PoolError::FixedAddressExcluded {
-                            client: name(),
-                            address,
-                        })
-                    }
-                    Some(range) if !space.is_assignable(address) => {
-                        return Err(PoolError::FixedAddressNotAssignable {
-                            client: name(),
-                            address,
-                            range,
-                        })
-                    }
-                    Some(_) => {}
-                }
-                if let Some(other) = fixed.get(&address) {
-                    let first = by_key
-                        .get(other)
-                        .map_or_else(String::new, |c| c.name.clone());
-                    return Err(PoolError::DuplicateFixedAddress {
-                        address,
-                        first,
-                        second: name(),
-                    });
-                }
-                fixed.insert(address, client.public_key);
-            }
-            by_key.insert(client.public_key, client.clone());
-        }
-
+        let Validated {
+            space,
+            clients: by_key,
+            fixed,
+        } = validate(&settings, &clients)?;
         let records = store.load().map_err(PoolError::Store)?;
         let cursor = Ipv4Addr::from(0);
         let mut pool = Self {
@@ -783,6 +714,105 @@ impl<S: LeaseStore> LeasePool<S> {
                 }
             }
         }
+    }
+}
+
+/// What [`LeasePool::new`] derives from valid settings and clients.
+struct Validated {
+    space: AddressSpace,
+    clients: HashMap<PublicKey, ClientEntry>,
+    fixed: HashMap<Ipv4Addr, PublicKey>,
+}
+
+/// Checks `settings` and `clients` together; see [`PoolSettings::validate`].
+fn validate(settings: &PoolSettings, clients: &[ClientEntry]) -> Result<Validated, PoolError> {
+    if settings.lease_time.is_zero() || settings.lease_time > MAX_LEASE_TIME {
+        return Err(PoolError::InvalidLeaseTime {
+            lease_time: settings.lease_time,
+        });
+    }
+    if settings.offer_time.is_zero() {
+        return Err(PoolError::InvalidOfferTime);
+    }
+    let (renew, rebind) = (settings.renew_after_percent, settings.rebind_after_percent);
+    if !(0 < renew && renew < rebind && rebind < 100) {
+        return Err(PoolError::InvalidRenewRebind { renew, rebind });
+    }
+    let space = AddressSpace::new(&settings.ranges, &settings.exclude)?;
+
+    let mut by_key: HashMap<PublicKey, ClientEntry> = HashMap::with_capacity(clients.len());
+    let mut names: HashSet<&str> = HashSet::with_capacity(clients.len());
+    let mut fixed: HashMap<Ipv4Addr, PublicKey> = HashMap::new();
+    for client in clients {
+        if client.name.is_empty() {
+            return Err(PoolError::EmptyClientName {
+                key: client.public_key,
+            });
+        }
+        if !names.insert(&client.name) {
+            return Err(PoolError::DuplicateClientName {
+                name: client.name.clone(),
+            });
+        }
+        if let Some(first) = by_key.get(&client.public_key) {
+            return Err(PoolError::DuplicateClientKey {
+                key: client.public_key,
+                first: first.name.clone(),
+                second: client.name.clone(),
+            });
+        }
+        if let Some(address) = client.fixed_address {
+            let name = || client.name.clone();
+            match space.range_of(address) {
+                None => {
+                    return Err(PoolError::FixedAddressOutsideRanges {
+                        client: name(),
+                        address,
+                    })
+                }
+                Some(_) if space.is_excluded(address) => {
+                    return Err(PoolError::FixedAddressExcluded {
+                        client: name(),
+                        address,
+                    })
+                }
+                Some(range) if !space.is_assignable(address) => {
+                    return Err(PoolError::FixedAddressNotAssignable {
+                        client: name(),
+                        address,
+                        range,
+                    })
+                }
+                Some(_) => {}
+            }
+            if let Some(other) = fixed.get(&address) {
+                let first = by_key
+                    .get(other)
+                    .map_or_else(String::new, |c| c.name.clone());
+                return Err(PoolError::DuplicateFixedAddress {
+                    address,
+                    first,
+                    second: name(),
+                });
+            }
+            fixed.insert(address, client.public_key);
+        }
+        by_key.insert(client.public_key, client.clone());
+    }
+
+    Ok(Validated {
+        space,
+        clients: by_key,
+        fixed,
+    })
+}
+
+impl PoolSettings {
+    /// Checks these settings together with `clients` exactly as [`LeasePool::new`] does, without
+    /// building a pool or touching a store: ranges, exclusions, lease time, T1/T2, and the
+    /// clients' names, keys and fixed addresses.
+    pub fn validate(&self, clients: &[ClientEntry]) -> Result<(), PoolError> {
+        validate(self, clients).map(|_| ())
     }
 }
 
