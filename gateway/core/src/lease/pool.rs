@@ -862,7 +862,7 @@ impl<S: LeaseStore> AddressAuthority for LeasePool<S> {
                         lease = %address,
                         client = %self.label(client),
                         previous = %self.label(&p.client),
-                        "reclaiming the longest-expired lease"
+                        "taking over an expired lease of another client"
                     );
                 }
                 self.set(
