@@ -1,11 +1,13 @@
 //! sitelink's I/O layer: the thin drivers around the sans-IO core.
 //!
 //! - [`tun`]: the TUN device.
+//! - [`batch`]: batched, offloading TUN and UDP I/O (GSO/GRO) and the sink that feeds them.
 //! - [`netlink`]: addresses and routes through rtnetlink (no shelling out to `ip`).
 //! - [`udp`]: the tunnel's UDP socket.
 //! - [`control`]: the root-only unix socket that `status` talks to.
 //! - [`driver`]: the event loop that feeds packets, datagrams and timers to the core.
 
+pub mod batch;
 pub mod control;
 pub mod driver;
 pub mod lease_store;

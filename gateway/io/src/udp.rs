@@ -21,19 +21,7 @@ pub struct UdpTransport {
 impl UdpTransport {
     /// Binds `port` on all addresses (0 picks a free port).
     pub fn bind(port: u16) -> Result<Self> {
-        let (socket, dual_stack) = match bind_dual_stack(port) {
-            Ok(s) => (s, true),
-            Err(e) => {
-                debug!(error = %e, "no IPv6 socket, falling back to IPv4 only");
-                let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-                    .context("cannot create UDP socket")?;
-                s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())
-                    .with_context(|| format!("cannot bind UDP port {port} (is it in use?)"))?;
-                (s, false)
-            }
-        };
-        grow_buffers(&socket);
-        socket.set_nonblocking(true)?;
+        let (socket, dual_stack) = bind_socket(port)?;
         let socket = UdpSocket::from_std(socket.into()).context("cannot register UDP socket")?;
         Ok(Self { socket, dual_stack })
     }
@@ -55,12 +43,36 @@ impl UdpTransport {
     }
 
     fn wire_addr(&self, dst: SocketAddr) -> SocketAddr {
-        match dst {
-            SocketAddr::V4(v4) if self.dual_stack => {
-                SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
-            }
-            other => other,
+        wire_addr(dst, self.dual_stack)
+    }
+}
+
+/// Binds `port` (0 picks a free port) on all addresses, dual-stack when the host has IPv6, with
+/// large kernel buffers, non-blocking; `true` when dual-stack. Shared with [`crate::batch::udp`].
+pub(crate) fn bind_socket(port: u16) -> Result<(Socket, bool)> {
+    let (socket, dual_stack) = match bind_dual_stack(port) {
+        Ok(s) => (s, true),
+        Err(e) => {
+            debug!(error = %e, "no IPv6 socket, falling back to IPv4 only");
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+                .context("cannot create UDP socket")?;
+            s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())
+                .with_context(|| format!("cannot bind UDP port {port} (is it in use?)"))?;
+            (s, false)
         }
+    };
+    grow_buffers(&socket);
+    socket.set_nonblocking(true)?;
+    Ok((socket, dual_stack))
+}
+
+/// The address to hand the kernel for `dst`: IPv4 becomes IPv4-mapped IPv6 on a dual-stack socket.
+pub(crate) fn wire_addr(dst: SocketAddr, dual_stack: bool) -> SocketAddr {
+    match dst {
+        SocketAddr::V4(v4) if dual_stack => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        other => other,
     }
 }
 
@@ -92,15 +104,21 @@ fn grow_buffers(socket: &Socket) {
         (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
     ] {
         let size = libc::c_int::try_from(SOCKET_BUFFER_BYTES).unwrap_or(libc::c_int::MAX);
-        if setsockopt_int(fd, force, size).is_err() {
-            if let Err(e) = setsockopt_int(fd, plain, size) {
+        if setsockopt_int(fd, libc::SOL_SOCKET, force, size).is_err() {
+            if let Err(e) = setsockopt_int(fd, libc::SOL_SOCKET, plain, size) {
                 warn!(error = %e, "cannot size UDP socket buffer");
             }
         }
     }
 }
 
-fn setsockopt_int(fd: std::os::fd::RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+/// Sets an integer socket option.
+pub(crate) fn setsockopt_int(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     let len = libc::socklen_t::try_from(size_of::<libc::c_int>())
         .map_err(|_| io::Error::other("socklen"))?;
     // SAFETY: `fd` is an open socket owned by the caller for the duration of the call; the
@@ -108,7 +126,7 @@ fn setsockopt_int(fd: std::os::fd::RawFd, opt: libc::c_int, value: libc::c_int) 
     let rc = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_SOCKET,
+            level,
             opt,
             std::ptr::from_ref(&value).cast::<libc::c_void>(),
             len,

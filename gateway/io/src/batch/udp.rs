@@ -1,0 +1,275 @@
+//! The tunnel's UDP socket, batched: `recvmmsg` with UDP GRO in, `sendmsg` with UDP GSO out,
+//! through `quinn-udp`.
+//!
+//! Same socket as [`crate::udp::UdpTransport`]: dual-stack where the host has IPv6 (IPv4 peers
+//! are reached through IPv4-mapped addresses and reported as plain IPv4), large kernel buffers.
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+use anyhow::{Context, Result};
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tracing::{debug, info};
+
+use crate::udp::{bind_socket, canonical, setsockopt_int, wire_addr};
+
+/// Largest UDP payload one GSO `sendmsg` may carry: the IP length field's 65,535 bytes less the
+/// largest IP header (IPv6, 40) and the UDP header (8).
+pub const MAX_GSO_BYTES: usize = 65_535 - 40 - 8;
+/// Most segments one GSO `sendmsg` may carry (`UDP_MAX_SEGMENTS` in older kernels; 6.x allows
+/// more, but 64 datagrams of a 1,420-byte MTU already exceed [`MAX_GSO_BYTES`]).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+/// Bytes per receive slot: one GRO-coalesced message is at most 64 KiB (`GRO_LEGACY_MAX_SIZE`),
+/// and a lone datagram at most 65,507 bytes.
+pub const RECV_SLOT_BYTES: usize = 1 << 16;
+
+/// A UDP socket that moves many datagrams per system call.
+#[derive(Debug)]
+pub struct BatchUdp {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    dual_stack: bool,
+}
+
+impl BatchUdp {
+    /// Binds `port` on all addresses (0 picks a free port). Must be called inside a tokio runtime.
+    pub fn bind(port: u16) -> Result<Self> {
+        let (socket, dual_stack) = bind_socket(port)?;
+        let socket = UdpSocket::from_std(socket.into()).context("cannot register UDP socket")?;
+        let state = UdpSocketState::new((&socket).into())
+            .context("cannot set up the UDP socket for GSO/GRO")?;
+        restore_defaults(&socket, dual_stack);
+        info!(
+            port = socket.local_addr().map(|a| a.port()).unwrap_or(0),
+            dual_stack,
+            gso_segments = state.max_gso_segments(),
+            gro_segments = state.gro_segments(),
+            "UDP socket bound"
+        );
+        Ok(Self {
+            socket,
+            state,
+            dual_stack,
+        })
+    }
+
+    /// The local port.
+    pub fn local_port(&self) -> io::Result<u16> {
+        Ok(self.socket.local_addr()?.port())
+    }
+
+    /// The local address (the unspecified address and the bound port).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Whether IPv4 peers are reached through IPv4-mapped IPv6 addresses.
+    pub fn is_dual_stack(&self) -> bool {
+        self.dual_stack
+    }
+
+    /// Datagrams one send may carry: 1 when the kernel or the route does not do UDP GSO (it also
+    /// drops to 1, for good, after the kernel refuses a GSO send with `EIO` or `EINVAL`).
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments().min(MAX_GSO_SEGMENTS)
+    }
+
+    /// Datagrams the kernel may coalesce into one received message (1 without UDP GRO).
+    pub fn gro_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+
+    /// Waits until a datagram may be waiting. Cancel safe; may wake spuriously, after which
+    /// [`BatchUdp::try_recv`] returns `WouldBlock`.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.socket.readable().await
+    }
+
+    /// Receives up to `rx`'s capacity of messages with one `recvmmsg`, replacing what `rx` held;
+    /// returns the number of datagrams (a GRO message holds several). `WouldBlock` when none
+    /// waits. Errors that concern one earlier send (ICMP unreachable as `ECONNREFUSED`) come back
+    /// here too: they are not fatal.
+    pub fn try_recv(&self, rx: &mut UdpRx) -> io::Result<usize> {
+        rx.messages = 0;
+        let mut slots = rx.buf.chunks_mut(RECV_SLOT_BYTES);
+        let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
+            std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
+        let n = self.socket.try_io(Interest::READABLE, || {
+            self.state
+                .recv((&self.socket).into(), &mut iovs, &mut rx.meta)
+        })?;
+        rx.messages = n;
+        Ok(rx.datagram_count())
+    }
+
+    /// Receives a batch, waiting for one. Cancel safe: nothing is lost if the future is dropped.
+    pub async fn recv(&self, rx: &mut UdpRx) -> io::Result<usize> {
+        loop {
+            self.socket.readable().await?;
+            match self.try_recv(rx) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends `contents`, datagrams of `segment_size` bytes back to back (the last may be
+    /// shorter), to `dst`: one `sendmsg` with UDP GSO when the socket can, else one `sendmsg` per
+    /// datagram. Returns the number of system calls made. Does not wait: `WouldBlock` when the
+    /// socket buffer is full (the datagrams not yet sent are dropped).
+    ///
+    /// `contents` must hold at most [`BatchUdp::max_gso_segments`] datagrams and
+    /// [`MAX_GSO_BYTES`] bytes to go out in one call; [`super::BatchSink`] cuts its runs so.
+    pub fn try_send(
+        &self,
+        dst: SocketAddr,
+        contents: &[u8],
+        segment_size: usize,
+    ) -> io::Result<usize> {
+        let destination = wire_addr(dst, self.dual_stack);
+        let segments = contents.len().div_ceil(segment_size.max(1));
+        if segments > 1 && self.max_gso_segments() >= segments && contents.len() <= MAX_GSO_BYTES {
+            let transmit = Transmit {
+                destination,
+                ecn: None,
+                contents,
+                segment_size: Some(segment_size),
+                src_ip: None,
+            };
+            match self.send_one(&transmit) {
+                Ok(()) => return Ok(1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                // quinn-udp turns GSO off for good after EIO/EINVAL (a NIC or route that cannot
+                // segment): resend this run one datagram at a time.
+                Err(e) if self.state.max_gso_segments() == 1 => {
+                    info!(%dst, error = %e, "UDP GSO refused by the kernel; sending one datagram per call");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut calls = 0;
+        for datagram in contents.chunks(segment_size.max(1)) {
+            let transmit = Transmit {
+                destination,
+                ecn: None,
+                contents: datagram,
+                segment_size: None,
+                src_ip: None,
+            };
+            calls += 1;
+            self.send_one(&transmit)?;
+        }
+        Ok(calls)
+    }
+
+    /// One `sendmsg` straight on the non-blocking descriptor. Not through tokio's readiness
+    /// (`try_io`): that answers `WouldBlock` until the reactor has seen the socket writable
+    /// once, and again after any `EAGAIN` until the kernel signals room, while a sink that never
+    /// waits only wants the kernel's answer.
+    fn send_one(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        self.state.try_send((&self.socket).into(), transmit)
+    }
+}
+
+/// Undoes the socket options `quinn-udp` sets for QUIC that a WireGuard tunnel does not want:
+/// `IP_PMTUDISC_PROBE` / `IPV6_DONTFRAG` (which turn an oversize datagram into `EMSGSIZE` instead
+/// of a fragment, as the kernel's default and today's socket allow) and `SO_TIMESTAMPNS` (which
+/// would timestamp every received packet for nothing).
+fn restore_defaults(socket: &UdpSocket, dual_stack: bool) {
+    let fd = socket.as_raw_fd();
+    let mut opts = vec![
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_WANT,
+        ),
+        (libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 0),
+    ];
+    if dual_stack {
+        opts.push((
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_WANT,
+        ));
+        opts.push((libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0));
+    }
+    for (level, opt, value) in opts {
+        if let Err(e) = setsockopt_int(fd, level, opt, value) {
+            debug!(level, opt, error = %e, "cannot restore a UDP socket option");
+        }
+    }
+}
+
+/// Receive buffers for [`BatchUdp::try_recv`]: [`BATCH_SIZE`] slots of [`RECV_SLOT_BYTES`],
+/// allocated once.
+pub struct UdpRx {
+    buf: Vec<u8>,
+    meta: [RecvMeta; BATCH_SIZE],
+    messages: usize,
+}
+
+impl Default for UdpRx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for UdpRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpRx")
+            .field("messages", &self.messages)
+            .field("datagrams", &self.datagram_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UdpRx {
+    /// Allocates the slots (2 MiB).
+    pub fn new() -> Self {
+        Self {
+            buf: vec![0; BATCH_SIZE * RECV_SLOT_BYTES],
+            meta: [RecvMeta::default(); BATCH_SIZE],
+            messages: 0,
+        }
+    }
+
+    /// Messages (system-level receive units; one GRO message holds many datagrams) received by
+    /// the last call.
+    pub fn message_count(&self) -> usize {
+        self.messages
+    }
+
+    /// Datagrams received by the last call.
+    pub fn datagram_count(&self) -> usize {
+        self.meta[..self.messages]
+            .iter()
+            .map(|m| {
+                if m.stride == 0 {
+                    1
+                } else {
+                    m.len.div_ceil(m.stride)
+                }
+            })
+            .sum()
+    }
+
+    /// The datagrams received by the last call, in order, each with its source (IPv4 as IPv4).
+    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
+        self.meta[..self.messages]
+            .iter()
+            .zip(self.buf.chunks(RECV_SLOT_BYTES))
+            .flat_map(|(meta, slot)| {
+                let src = canonical(meta.addr);
+                let data = &slot[..meta.len.min(slot.len())];
+                let stride = if meta.stride == 0 {
+                    data.len().max(1)
+                } else {
+                    meta.stride
+                };
+                data.chunks(stride).map(move |d| (src, d))
+            })
+    }
+}
