@@ -123,12 +123,8 @@ impl<T: Clone> PrefixTable<T> {
     /// Inserts `prefix` (host bits are ignored), returning the value it replaced.
     pub fn insert(&mut self, prefix: IpNet, value: T) -> Option<T> {
         match prefix {
-            IpNet::V4(n) => self
-                .v4
-                .insert(u32::from(n.addr()), n.prefix_len(), value),
-            IpNet::V6(n) => self
-                .v6
-                .insert(u128::from(n.addr()), n.prefix_len(), value),
+            IpNet::V4(n) => self.v4.insert(u32::from(n.addr()), n.prefix_len(), value),
+            IpNet::V6(n) => self.v6.insert(u128::from(n.addr()), n.prefix_len(), value),
         }
     }
 

@@ -162,7 +162,8 @@ impl Gateway {
         let id = match self.free_ids.pop() {
             Some(id) => id,
             None => {
-                let id = PeerId::try_from(self.peers.len()).map_err(|_| GatewayError::TooManyPeers)?;
+                let id =
+                    PeerId::try_from(self.peers.len()).map_err(|_| GatewayError::TooManyPeers)?;
                 if id >= 1 << 24 {
                     return Err(GatewayError::TooManyPeers);
                 }
@@ -281,7 +282,9 @@ impl Gateway {
             self.counters.rx_unknown_peer += 1;
             return;
         };
-        let mut result = peer.tunn.decapsulate(Some(src.ip()), datagram, &mut self.buf);
+        let mut result = peer
+            .tunn
+            .decapsulate(Some(src.ip()), datagram, &mut self.buf);
         if !matches!(result, TunnResult::Err(_)) && peer.endpoint != Some(src) {
             debug!(peer = %peer.spec.name, old = ?peer.endpoint, new = %src, "endpoint changed");
             peer.endpoint = Some(src);
@@ -300,11 +303,25 @@ impl Gateway {
                     result = peer.tunn.decapsulate(None, &[], &mut self.buf);
                 }
                 TunnResult::WriteToTunnelV4(inner, addr) => {
-                    deliver(&self.routes, id, IpAddr::V4(addr), inner, &mut self.counters, sink);
+                    deliver(
+                        &self.routes,
+                        id,
+                        IpAddr::V4(addr),
+                        inner,
+                        &mut self.counters,
+                        sink,
+                    );
                     break;
                 }
                 TunnResult::WriteToTunnelV6(inner, addr) => {
-                    deliver(&self.routes, id, IpAddr::V6(addr), inner, &mut self.counters, sink);
+                    deliver(
+                        &self.routes,
+                        id,
+                        IpAddr::V6(addr),
+                        inner,
+                        &mut self.counters,
+                        sink,
+                    );
                     break;
                 }
             }

@@ -62,7 +62,10 @@ fn pair(psk_a: Option<PresharedKey>, psk_b: Option<PresharedKey>) -> Pair {
         public_key: b_key.public_key(),
         preshared_key: psk_a,
         endpoint: Some(addr(B_ADDR)),
-        allowed_ips: vec!["10.77.0.2/32".parse().expect("p"), "192.168.20.0/24".parse().expect("p")],
+        allowed_ips: vec![
+            "10.77.0.2/32".parse().expect("p"),
+            "192.168.20.0/24".parse().expect("p"),
+        ],
         persistent_keepalive: None,
     })
     .expect("add b");
@@ -71,7 +74,10 @@ fn pair(psk_a: Option<PresharedKey>, psk_b: Option<PresharedKey>) -> Pair {
         public_key: a_key.public_key(),
         preshared_key: psk_b,
         endpoint: None,
-        allowed_ips: vec!["10.77.0.1/32".parse().expect("p"), "192.168.10.0/24".parse().expect("p")],
+        allowed_ips: vec![
+            "10.77.0.1/32".parse().expect("p"),
+            "192.168.10.0/24".parse().expect("p"),
+        ],
         persistent_keepalive: None,
     })
     .expect("add a");
@@ -114,7 +120,11 @@ fn packet_crosses_after_handshake_and_back() {
     assert_eq!(out.sent.len(), 1, "a handshake initiation");
     assert_eq!(out.sent[0].0, addr(B_ADDR));
     let (_, b_tun) = exchange(&mut p, out);
-    assert_eq!(b_tun, vec![pkt.clone()], "queued packet delivered after the handshake");
+    assert_eq!(
+        b_tun,
+        vec![pkt.clone()],
+        "queued packet delivered after the handshake"
+    );
     // B learned A's endpoint from the handshake and can answer.
     let reply = ipv4([192, 168, 20, 10], [192, 168, 10, 10], b"world");
     let mut out = Capture::default();
@@ -134,7 +144,11 @@ fn packet_crosses_after_handshake_and_back() {
 fn spoofed_inner_source_is_dropped_and_counted() {
     let mut p = pair(None, None);
     let mut out = Capture::default();
-    p.a.handle_tun_packet(&ipv4([192, 168, 10, 10], [192, 168, 20, 10], b"x"), Instant::now(), &mut out);
+    p.a.handle_tun_packet(
+        &ipv4([192, 168, 10, 10], [192, 168, 20, 10], b"x"),
+        Instant::now(),
+        &mut out,
+    );
     exchange(&mut p, out);
     // B sends a packet whose source is not in B's allowed_ips at A.
     let bad = ipv4([10, 9, 9, 9], [192, 168, 10, 10], b"spoof");
@@ -150,7 +164,11 @@ fn spoofed_inner_source_is_dropped_and_counted() {
 fn garbage_and_replays_get_no_answer() {
     let mut p = pair(None, None);
     let mut out = Capture::default();
-    p.a.handle_tun_packet(&ipv4([192, 168, 10, 10], [192, 168, 20, 10], b"x"), Instant::now(), &mut out);
+    p.a.handle_tun_packet(
+        &ipv4([192, 168, 10, 10], [192, 168, 20, 10], b"x"),
+        Instant::now(),
+        &mut out,
+    );
     let init = out.sent[0].1.clone();
     exchange(&mut p, out);
     let now = Instant::now();
@@ -170,7 +188,11 @@ fn garbage_and_replays_get_no_answer() {
     let mut corrupt = init.clone();
     corrupt[50] ^= 1;
     p.b.handle_datagram(addr("192.0.2.66:4444"), &corrupt, now, &mut b_out);
-    assert!(b_out.sent.is_empty(), "nothing answered: {:?}", b_out.sent.len());
+    assert!(
+        b_out.sent.is_empty(),
+        "nothing answered: {:?}",
+        b_out.sent.len()
+    );
     assert!(b_out.tun.is_empty());
     let c = p.b.counters();
     assert_eq!(c.rx_replayed, 1);
@@ -201,9 +223,18 @@ fn unknown_key_gets_no_answer() {
     })
     .expect("add");
     let mut out = Capture::default();
-    s.handle_tun_packet(&ipv4([1, 1, 1, 1], [192, 168, 20, 10], b"x"), Instant::now(), &mut out);
+    s.handle_tun_packet(
+        &ipv4([1, 1, 1, 1], [192, 168, 20, 10], b"x"),
+        Instant::now(),
+        &mut out,
+    );
     let mut b_out = Capture::default();
-    p.b.handle_datagram(addr("203.0.113.9:1"), &out.sent[0].1, Instant::now(), &mut b_out);
+    p.b.handle_datagram(
+        addr("203.0.113.9:1"),
+        &out.sent[0].1,
+        Instant::now(),
+        &mut b_out,
+    );
     assert!(b_out.sent.is_empty());
     assert_eq!(p.b.counters().rx_unknown_peer, 1);
 }
@@ -215,7 +246,11 @@ fn wrong_preshared_key_never_establishes() {
         Some(PresharedKey::generate(&mut OsRng)),
     );
     let mut out = Capture::default();
-    p.a.handle_tun_packet(&ipv4([192, 168, 10, 10], [192, 168, 20, 10], b"x"), Instant::now(), &mut out);
+    p.a.handle_tun_packet(
+        &ipv4([192, 168, 10, 10], [192, 168, 20, 10], b"x"),
+        Instant::now(),
+        &mut out,
+    );
     let (_, b_tun) = exchange(&mut p, out);
     assert!(b_tun.is_empty());
     assert!(p.a.counters().rx_auth_failed >= 1);
@@ -229,7 +264,11 @@ fn per_source_initiation_limit() {
         let mut out = Capture::default();
         // Force a fresh initiation each time by asking boringtun directly through timers is
         // awkward; instead replay the same one: the limiter runs before the replay check.
-        p.a.handle_tun_packet(&ipv4([192, 168, 10, 10], [192, 168, 20, 10], b"x"), Instant::now(), &mut out);
+        p.a.handle_tun_packet(
+            &ipv4([192, 168, 10, 10], [192, 168, 20, 10], b"x"),
+            Instant::now(),
+            &mut out,
+        );
         inits.extend(out.sent.into_iter().map(|(_, d)| d));
     }
     let init = inits.first().cloned().expect("one initiation");
@@ -255,7 +294,10 @@ fn peer_removal_and_duplicate_checks() {
         allowed_ips: vec![],
         persistent_keepalive: None,
     };
-    assert!(matches!(p.a.add_peer(dup), Err(GatewayError::DuplicateKey { .. })));
+    assert!(matches!(
+        p.a.add_peer(dup),
+        Err(GatewayError::DuplicateKey { .. })
+    ));
     let other = PrivateKey::generate(&mut OsRng).public_key();
     let taken = PeerSpec {
         name: "c".into(),
@@ -265,10 +307,17 @@ fn peer_removal_and_duplicate_checks() {
         allowed_ips: vec!["192.168.20.0/24".parse().expect("p")],
         persistent_keepalive: None,
     };
-    assert!(matches!(p.a.add_peer(taken), Err(GatewayError::PrefixTaken { .. })));
+    assert!(matches!(
+        p.a.add_peer(taken),
+        Err(GatewayError::PrefixTaken { .. })
+    ));
     assert!(p.a.remove_peer(&p.b_key.public_key()));
     let mut out = Capture::default();
-    p.a.handle_tun_packet(&ipv4([192, 168, 10, 10], [192, 168, 20, 10], b"x"), Instant::now(), &mut out);
+    p.a.handle_tun_packet(
+        &ipv4([192, 168, 10, 10], [192, 168, 20, 10], b"x"),
+        Instant::now(),
+        &mut out,
+    );
     assert!(out.sent.is_empty());
     assert_eq!(p.a.counters().tx_no_route, 1);
 }
