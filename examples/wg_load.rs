@@ -1284,8 +1284,8 @@ fn peers(a: &PeersArgs) -> Result<Value> {
             done_at = Some(now);
         }
         if done_at.is_none() {
-            // New handshakes.
-            for _ in 0..SEND_BURST {
+            // New handshakes (a small burst: each costs two DH, and replies wait meanwhile).
+            for _ in 0..SEND_BURST / 8 {
                 if next_new >= sims.len() || in_flight >= a.in_flight || !pacer.due(next_new as u64)
                 {
                     break;

@@ -1,0 +1,187 @@
+//! The bodies of the fuzz targets.
+//!
+//! Included with `#[path]` by each target in `fuzz_targets/` and by the root package's
+//! `tests/fuzz_corpus.rs`, which replays the committed corpus under plain `cargo test`; so it
+//! uses only crates both have (`sitelink-core`, `boringtun`) and nothing here is `pub`.
+//!
+//! The keys are fixed so the committed seeds (made by `examples/gen_corpus.rs`) stay valid: a
+//! seed initiation from [`PEER_KEY`] passes mac1 and reaches the handshake code.
+
+#![allow(dead_code, reason = "each includer uses a different part")]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use boringtun::noise::Tunn;
+use sitelink_core::config::GatewayConfig;
+use sitelink_core::gateway::{Gateway, Sink};
+use sitelink_core::keys::{write_secret_file, PresharedKey, PrivateKey};
+use sitelink_core::peer::PeerSpec;
+
+/// The gateway's private key.
+pub(crate) const GATEWAY_KEY: [u8; 32] = [0x11; 32];
+/// The one peer's private key (the gateway knows its public key).
+pub(crate) const PEER_KEY: [u8; 32] = [0x22; 32];
+/// The pre-shared key between them.
+pub(crate) const PSK: [u8; 32] = [0x33; 32];
+/// The peer's configured endpoint.
+pub(crate) const PEER_ENDPOINT: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)), 51820);
+/// Other senders a record can come from: `OTHER_BASE` port + 0..64.
+pub(crate) const OTHER_BASE: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 66)), 40000);
+/// The peer's allowed IPs: 10.77.0.2/32 and 192.168.20.0/24.
+const PEER_TUNNEL_ADDR: [u8; 4] = [10, 77, 0, 2];
+const PEER_LAN: [u8; 3] = [192, 168, 20];
+
+/// Record opcodes (low two bits of a record's first byte); the upper six bits are an argument.
+pub(crate) const OP_DATAGRAM_FROM_PEER: u8 = 0;
+pub(crate) const OP_DATAGRAM_FROM_OTHER: u8 = 1;
+pub(crate) const OP_TUN_PACKET: u8 = 2;
+pub(crate) const OP_TIMER: u8 = 3;
+
+/// Encodes one record of the `datagram` input format.
+pub(crate) fn record(op: u8, arg: u8, body: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(body.len()).unwrap_or(u16::MAX);
+    let mut r = vec![(arg << 2) | (op & 3)];
+    r.extend_from_slice(&len.to_le_bytes());
+    r.extend_from_slice(&body[..usize::from(len)]);
+    r
+}
+
+/// A gateway with one peer ("office-b": [`PEER_KEY`], [`PSK`], [`PEER_ENDPOINT`], keepalive).
+pub(crate) fn one_peer_gateway(now: Instant) -> Gateway {
+    let mut gw = Gateway::new(PrivateKey::from_bytes(GATEWAY_KEY), now);
+    let spec = PeerSpec {
+        name: "office-b".to_owned(),
+        public_key: PrivateKey::from_bytes(PEER_KEY).public_key(),
+        preshared_key: Some(PresharedKey::from_bytes(PSK)),
+        endpoint: Some(PEER_ENDPOINT),
+        allowed_ips: vec![
+            "10.77.0.2/32".parse().expect("valid prefix"),
+            "192.168.20.0/24".parse().expect("valid prefix"),
+        ],
+        persistent_keepalive: Some(25),
+    };
+    gw.add_peer(spec).expect("the first peer is accepted");
+    gw
+}
+
+/// Feeds `data` to a fresh [`one_peer_gateway`]:
+///
+/// 1. the whole input as one datagram from the peer's endpoint, then as one TUN packet;
+/// 2. the input as records `op: u8, len: u16 (LE), body: [u8; len]` (a short last body is
+///    taken as is): `op & 3` is [`OP_DATAGRAM_FROM_PEER`], [`OP_DATAGRAM_FROM_OTHER`] (from
+///    `OTHER_BASE` port + `op >> 2`), [`OP_TUN_PACKET`], or [`OP_TIMER`] (the clock moves
+///    `(op >> 2) * 100 ms` and timers run).
+///
+/// Checks, besides not panicking: every datagram sent is a well-formed WireGuard message and
+/// goes to the peer's endpoint or to an address a datagram came from; every packet written to
+/// the TUN device comes from the peer's allowed IPs.
+pub(crate) fn datagram(data: &[u8]) -> Outcome {
+    let mut now = Instant::now();
+    let mut gw = one_peer_gateway(now);
+    let mut sink = CheckSink {
+        heard_from: vec![PEER_ENDPOINT],
+        outcome: Outcome::default(),
+    };
+
+    gw.handle_datagram(PEER_ENDPOINT, data, now, &mut sink);
+    gw.handle_tun_packet(data, now, &mut sink);
+
+    let mut rest = data;
+    while let [op, lo, hi, tail @ ..] = rest {
+        let len = usize::from(u16::from_le_bytes([*lo, *hi])).min(tail.len());
+        let (body, tail) = tail.split_at(len);
+        rest = tail;
+        let arg = op >> 2;
+        match op & 3 {
+            OP_DATAGRAM_FROM_PEER => gw.handle_datagram(PEER_ENDPOINT, body, now, &mut sink),
+            OP_DATAGRAM_FROM_OTHER => {
+                let src = SocketAddr::new(OTHER_BASE.ip(), OTHER_BASE.port() + u16::from(arg));
+                if !sink.heard_from.contains(&src) {
+                    sink.heard_from.push(src);
+                }
+                gw.handle_datagram(src, body, now, &mut sink);
+            }
+            OP_TUN_PACKET => gw.handle_tun_packet(body, now, &mut sink),
+            _ => {
+                now += Duration::from_millis(100) * u32::from(arg);
+                gw.handle_timeout(now, &mut sink);
+            }
+        }
+    }
+    let _ = gw.status();
+    sink.outcome
+}
+
+/// What the gateway emitted for one input.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Outcome {
+    /// Datagrams sent.
+    pub(crate) sent: usize,
+    /// Packets written to the TUN device.
+    pub(crate) written: usize,
+}
+
+/// A [`Sink`] that checks what the gateway emits.
+struct CheckSink {
+    heard_from: Vec<SocketAddr>,
+    outcome: Outcome,
+}
+
+impl Sink for CheckSink {
+    fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) {
+        self.outcome.sent += 1;
+        assert!(
+            self.heard_from.contains(&dst),
+            "datagram sent to {dst}, which is neither the endpoint nor a sender"
+        );
+        assert!(
+            Tunn::parse_incoming_packet(datagram).is_ok(),
+            "malformed datagram sent to {dst}: {datagram:02x?}"
+        );
+    }
+
+    fn write_tun(&mut self, packet: &[u8]) {
+        self.outcome.written += 1;
+        let allowed = match packet.first().map(|b| b >> 4) {
+            Some(4) if packet.len() >= 20 => {
+                packet[12..16] == PEER_TUNNEL_ADDR || packet[12..15] == PEER_LAN
+            }
+            _ => false,
+        };
+        assert!(
+            allowed,
+            "packet written to the TUN device from outside the peer's allowed IPs: {packet:02x?}"
+        );
+    }
+}
+
+/// The key files the seed configs name, written into `dir` (mode 0600).
+pub(crate) fn write_key_files(dir: &Path) -> Result<(), sitelink_core::keys::KeyError> {
+    write_secret_file(
+        &dir.join("fuzz.key"),
+        &format!("{}\n", PrivateKey::from_bytes(GATEWAY_KEY).to_base64()),
+    )?;
+    write_secret_file(
+        &dir.join("fuzz.psk"),
+        &format!("{}\n", PresharedKey::from_bytes(PSK).to_base64()),
+    )
+}
+
+/// Parses `data` (if UTF-8) as a config file at `dir/fuzz.toml` and renders any error.
+pub(crate) fn config(data: &[u8], dir: &Path) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match GatewayConfig::parse(text, &dir.join("fuzz.toml")) {
+        Ok(config) => {
+            let _ = format!("{config:?}");
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+}
