@@ -1,9 +1,11 @@
 //! Measures the batched I/O layer in a private network namespace (needs root).
 //!
 //! ```text
-//! batch_echo tcp [--plain] [--seconds N] [--mtu M]
+//! batch_echo tcp [--plain] [--seconds N] [--mtu M] [--mss N] [--cap]
 //!     One TCP stream through a TUN device whose reader reflects every packet back (see
 //!     tests/support): reads, packets per read, writes, packets per write, throughput.
+//!     --mss sets the client's TCP_MAXSEG; --cap sets the device's gso_max_segs to what one
+//!     read can be split into (tun::RX_SEGMENTS).
 //! batch_echo udp [--single] [--seconds N] [--size S]
 //!     A BatchSink blasting S-byte datagrams over loopback to a BatchUdp receiver: datagrams per
 //!     sendmsg and per recvmmsg. --single sends one datagram per sendmsg instead (no GSO).
@@ -16,12 +18,46 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use sitelink_core::gateway::Sink;
 use sitelink_io::batch::{BatchSink, BatchTun, BatchUdp, UdpRx};
+
+/// Counts heap allocations (all threads), to show the data path makes none per packet.
+struct CountingAlloc;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed unchanged to the system allocator; only a counter is added.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller upholds `alloc`'s contract, which `System.alloc` shares.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System` through this allocator with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as for `dealloc`, and the caller upholds `realloc`'s contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
 
 struct Args {
     mode: String,
@@ -29,6 +65,8 @@ struct Args {
     single: bool,
     seconds: u64,
     mtu: u16,
+    mss: Option<u32>,
+    cap: bool,
     size: usize,
 }
 
@@ -39,6 +77,8 @@ fn parse() -> Result<Args> {
         single: false,
         seconds: 5,
         mtu: 1420,
+        mss: None,
+        cap: false,
         size: 1452,
     };
     let mut it = std::env::args().skip(1);
@@ -49,6 +89,8 @@ fn parse() -> Result<Args> {
             "--single" => args.single = true,
             "--seconds" => args.seconds = value()?.parse()?,
             "--mtu" => args.mtu = value()?.parse()?,
+            "--mss" => args.mss = Some(value()?.parse()?),
+            "--cap" => args.cap = true,
             "--size" => args.size = value()?.parse()?,
             "tcp" | "udp" if args.mode.is_empty() => args.mode = a,
             other => bail!("unknown argument {other:?} (see the example's doc)"),
@@ -81,19 +123,28 @@ async fn tcp(args: &Args) -> Result<()> {
         "dev",
         tun.name(),
     ])?;
+    if args.cap {
+        tun.cap_gso_segments().await?;
+    }
     let udp = BatchUdp::bind(0)?;
     let (rx0, _) = support::device_packets(tun.name())?;
-    let seconds = args.seconds;
+    let (seconds, mss) = (args.seconds, args.mss);
+    let allocs0 = allocations();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let client = std::thread::spawn(move || {
-        let r = support::transfer(0, Some(Duration::from_secs(seconds)), false);
+        let r = support::transfer(support::TransferOpts {
+            for_time: Some(Duration::from_secs(seconds)),
+            mss,
+            ..support::TransferOpts::default()
+        });
         let _ = done_tx.send(());
         r
     });
-    let report = support::reflect(&tun, &udp, async {
+    let report = support::reflect(&tun, &udp, false, async {
         let _ = done_rx.await;
     })
     .await?;
+    let allocs = allocations() - allocs0;
     let t = client
         .join()
         .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
@@ -122,10 +173,15 @@ async fn tcp(args: &Args) -> Result<()> {
         report.sink.tun_packets as f64 / writes.max(1) as f64
     );
     println!(
-        "  TUN syscalls per MB moved: {:.1}; bad packets {}, write failures {}",
+        "  TUN syscalls per MB moved: {:.1}; bad packets {}, write failures {}, dropped reads {}",
         (report.reads + writes) as f64 / (t.received as f64 / 1e6),
         report.bad,
-        report.sink.tun_batches_failed
+        report.sink.tun_writes_failed,
+        report.dropped_reads
+    );
+    println!(
+        "  heap allocations while running (all threads, setup included): {allocs} for {} packets",
+        report.packets
     );
     Ok(())
 }
@@ -175,6 +231,7 @@ async fn udp(args: &Args) -> Result<()> {
     let mut rx = UdpRx::new();
     let (mut received, mut bytes, mut recv_calls) = (0u64, 0u64, 0u64);
     let start = Instant::now();
+    let allocs0 = allocations();
     loop {
         match tokio::time::timeout(Duration::from_millis(200), receiver.recv(&mut rx)).await {
             Ok(r) => {
@@ -190,6 +247,7 @@ async fn udp(args: &Args) -> Result<()> {
         }
     }
     let elapsed = start.elapsed();
+    let allocs = allocations() - allocs0;
     let (sent, send_calls) = sender
         .join()
         .map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
@@ -210,5 +268,6 @@ async fn udp(args: &Args) -> Result<()> {
         received as f64 / recv_calls.max(1) as f64,
         bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9
     );
+    println!("  heap allocations while running (all threads, setup included): {allocs}");
     Ok(())
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use sitelink_core::gateway::Sink;
+use sitelink_io::batch::tun::RX_SEGMENTS;
 use sitelink_io::batch::{BatchSink, BatchTun, BatchUdp, UdpRx};
-use support::{device_packets, ip, reflect, transfer, LOCAL};
+use support::{device_packets, ip, reflect, transfer, TransferOpts, LOCAL};
 
 const MTU: u16 = 1420;
 const BYTES: u64 = 8 << 20;
@@ -41,22 +42,27 @@ struct Run {
     reads_offered: u64,
 }
 
-/// Creates `name`, gives it 10.77.0.1/24, and pushes `BYTES` through it over TCP while
-/// reflecting.
-async fn tcp_through(tun: &BatchTun) -> Result<Run> {
+/// Gives `tun` 10.77.0.1/24 and pushes `BYTES` through it over TCP (with `mss`, if given)
+/// while reflecting.
+async fn tcp_through(tun: &BatchTun, mss: Option<u32>) -> Result<Run> {
     ip(&["addr", "add", &format!("{LOCAL}/24"), "dev", tun.name()])?;
     let udp = BatchUdp::bind(0)?;
     let (rx0, tx0) = device_packets(tun.name())?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let client = std::thread::spawn(move || {
-        let result = transfer(BYTES, None, true);
+        let result = transfer(TransferOpts {
+            bytes: BYTES,
+            verify: true,
+            mss,
+            ..TransferOpts::default()
+        });
         let _ = done_tx.send(());
         result
     });
     let stop = async {
         let _ = done_rx.await;
     };
-    let report = tokio::time::timeout(Duration::from_secs(120), reflect(tun, &udp, stop))
+    let report = tokio::time::timeout(Duration::from_secs(120), reflect(tun, &udp, true, stop))
         .await
         .context("transfer timed out")??;
     let transfer = client
@@ -75,7 +81,7 @@ fn check_transfer(run: &Run) -> Result<()> {
     let (r, t) = (&run.report, &run.transfer);
     eprintln!(
         "{} bytes in {:?}; {} reads -> {} packets (max {} per read, largest {} B); \
-         {} packets written in {} writes; kernel offered {} reads; bad {}",
+         {} packets written in {} writes; kernel offered {} reads; bad {}, dropped reads {}",
         t.received,
         t.elapsed,
         r.reads,
@@ -85,7 +91,8 @@ fn check_transfer(run: &Run) -> Result<()> {
         r.sink.tun_packets,
         run.writes,
         run.reads_offered,
-        r.bad
+        r.bad,
+        r.dropped_reads
     );
     ensure!(
         t.sent == BYTES && t.received == BYTES && t.intact,
@@ -102,12 +109,18 @@ fn check_transfer(run: &Run) -> Result<()> {
         r.max_packet_len
     );
     ensure!(
+        run.writes == r.sink.tun_writes,
+        "the kernel counted {} writes, the sink {}",
+        run.writes,
+        r.sink.tun_writes
+    );
+    ensure!(
         r.tcp_payload >= BYTES,
         "saw {} payload bytes",
         r.tcp_payload
     );
     ensure!(
-        r.sink.tun_batches_failed == 0 && r.sink.tun_write_dropped == 0,
+        r.sink.tun_writes_failed == 0 && r.sink.tun_write_dropped == 0,
         "TUN writes failed: {:?}",
         r.sink
     );
@@ -129,7 +142,7 @@ fn tcp_over_offloading_tun_is_split_on_read_and_coalesced_on_write() -> Result<(
         };
         ensure!(tun.offload(), "asked for offloads, got none");
         ensure!(tun.ifindex()? > 0, "no ifindex");
-        let run = tcp_through(&tun).await?;
+        let run = tcp_through(&tun, None).await?;
         check_transfer(&run)?;
         let r = &run.report;
         ensure!(
@@ -156,7 +169,7 @@ fn tcp_over_plain_tun_moves_one_packet_per_call() -> Result<()> {
     runtime()?.block_on(async {
         let tun = BatchTun::create_with("slb-plain", MTU, false)?;
         ensure!(!tun.offload());
-        let run = tcp_through(&tun).await?;
+        let run = tcp_through(&tun, None).await?;
         check_transfer(&run)?;
         let r = &run.report;
         ensure!(r.max_packets_per_read == 1 && r.reads == r.packets);
@@ -166,6 +179,33 @@ fn tcp_over_plain_tun_moves_one_packet_per_call() -> Result<()> {
             r.sink.tun_packets,
             run.writes
         );
+        Ok(())
+    })
+}
+
+#[test]
+fn tiny_mss_super_packets_fit_once_gso_max_segs_is_capped() -> Result<()> {
+    if !in_private_netns("tiny_mss") {
+        return Ok(());
+    }
+    runtime()?.block_on(async {
+        let Ok(tun) = BatchTun::create_with("slb-mss", MTU, true) else {
+            eprintln!("SKIPPED tiny_mss: no TUN offloads here");
+            return Ok(());
+        };
+        // A 200-byte MSS makes 64 KiB super-packets of 300+ segments, more than a read can be
+        // split into; capped, the kernel segments them to fit before handing them over.
+        tun.cap_gso_segments().await?;
+        let shown = ip(&["-d", "link", "show", "dev", tun.name()])?;
+        ensure!(
+            shown.contains(&format!("gso_max_segs {RX_SEGMENTS} ")),
+            "gso_max_segs not capped: {shown}"
+        );
+        let run = tcp_through(&tun, Some(200)).await?;
+        check_transfer(&run)?;
+        let r = &run.report;
+        ensure!(r.dropped_reads == 0, "{} reads dropped", r.dropped_reads);
+        ensure!(r.max_packets_per_read > 1 && r.max_packets_per_read <= RX_SEGMENTS);
         Ok(())
     })
 }

@@ -3,7 +3,7 @@
 //!
 //! - [`BatchTun`]: the TUN device with `IFF_VNET_HDR` offloads. One read returns up to 64 KiB of
 //!   one flow (a TSO super-packet), split into MTU-sized packets in a [`TunRx`]; writes coalesce
-//!   the segments of a flow (GRO) into one write each.
+//!   the in-order segments of a TCP flow (GRO, in `gro`) into one write each.
 //! - [`BatchUdp`]: the UDP socket through `quinn-udp`. One `recvmmsg` returns up to 32 messages,
 //!   each possibly many GRO-coalesced datagrams, in a [`UdpRx`]; one `sendmsg` sends a run of
 //!   equal-size datagrams to one destination with UDP GSO.
@@ -56,6 +56,7 @@
 //! Flush after every branch that fed the core, before waiting again: the sink never holds
 //! output across a wait. It flushes by itself when a destination's lane or the TUN queue fills.
 
+mod gro;
 pub mod sink;
 pub mod tun;
 pub mod udp;

@@ -29,13 +29,11 @@ pub struct BatchStats {
     pub udp_send_dropped: u64,
     /// Packets handed to the TUN device's write path.
     pub tun_packets: u64,
-    /// Batches written to the TUN device (each is one or more `write` calls, fewer than its
-    /// packets when GRO coalesced them).
-    pub tun_batches: u64,
-    /// Batches in which at least one write failed.
-    pub tun_batches_failed: u64,
-    /// Packets dropped: those of failed batches (an upper bound: tun-rs does not say which write
-    /// failed), and any empty or oversize packet.
+    /// `write` calls made for them (fewer than `tun_packets` when GRO coalesced them).
+    pub tun_writes: u64,
+    /// Writes that failed.
+    pub tun_writes_failed: u64,
+    /// Packets dropped: those in failed writes, and any empty or oversize packet.
     pub tun_write_dropped: u64,
 }
 
@@ -116,13 +114,10 @@ impl<'a> BatchSink<'a> {
             return;
         }
         let report = self.tun.send(&mut self.tun_tx);
-        let packets = report.packets as u64;
-        self.stats.tun_packets += packets;
-        self.stats.tun_batches += 1;
-        if report.failed {
-            self.stats.tun_batches_failed += 1;
-            self.stats.tun_write_dropped += packets;
-        }
+        self.stats.tun_packets += report.packets as u64;
+        self.stats.tun_writes += report.writes as u64;
+        self.stats.tun_writes_failed += report.failed_writes as u64;
+        self.stats.tun_write_dropped += report.dropped as u64;
     }
 
     /// Sends lane `i` as runs of equal-size datagrams (the last of a run may be shorter), each

@@ -5,18 +5,21 @@
 //! `USO4 | USO6` on Linux 6.2+), every read and write carries a 10-byte `virtio_net_hdr`:
 //! - a read returns up to 64 KiB of one TCP (or UDP) flow, which [`BatchTun::try_recv`] splits into
 //!   MTU-sized IP packets with complete checksums (the kernel leaves them partial);
-//! - [`BatchTun::send`] coalesces consecutive segments of one flow (a GRO table, as the kernel
-//!   does on a NIC) and writes each coalesced packet with one `write`.
+//! - [`BatchTun::send`] coalesces consecutive segments of one TCP flow ([`super::gro`], as the
+//!   kernel's GRO does on a NIC) and writes each coalesced packet with one `write`.
 //!
 //! Without offloads (old kernel, or asked for), the same calls move one packet per system call.
 
 use std::io;
+use std::os::fd::AsRawFd;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
+use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::LinkUnspec;
 use tracing::{debug, info, trace, warn};
-use tun_rs::{
-    AsyncDevice, DeviceBuilder, DeviceImpl, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN,
-};
+use tun_rs::{AsyncDevice, DeviceBuilder, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+
+use super::gro::{TcpGro, VNET_HDR_LEN};
 
 /// Packets one read can be split into. A 64 KiB super-packet of a 1,420-byte MTU is 47
 /// segments; a peer that announces a tiny MSS can make more, and such a read is dropped (as
@@ -24,11 +27,10 @@ use tun_rs::{
 pub const RX_SEGMENTS: usize = IDEAL_BATCH_SIZE;
 /// Bytes a read may return: the virtio header and the largest (64 KiB) super-packet.
 const RX_RAW_BYTES: usize = VIRTIO_NET_HDR_LEN + 65_535;
-/// Headroom before each packet queued for writing, where the virtio header goes.
-const TX_HEADROOM: usize = VIRTIO_NET_HDR_LEN;
-/// Capacity of each write slot: the GRO table only coalesces into a slot of at least twice the
-/// headroom plus the coalesced length, and never past 64 KiB.
-const TX_SLOT_BYTES: usize = 2 * TX_HEADROOM + 65_535;
+/// Packets queued for one [`BatchTun::send`].
+pub const TX_SLOTS: usize = IDEAL_BATCH_SIZE;
+/// Capacity of each write slot: the virtio header and the largest coalesced packet.
+const TX_SLOT_BYTES: usize = VNET_HDR_LEN + 65_535;
 
 /// A TUN device that reads and writes batches.
 pub struct BatchTun {
@@ -117,6 +119,29 @@ impl BatchTun {
         self.offload && self.dev.udp_gso()
     }
 
+    /// Lowers the device's `gso_max_segs` to [`RX_SEGMENTS`], through rtnetlink, so that the
+    /// kernel segments in software any super-packet with more segments than one read can be
+    /// split into, instead of handing it over to be dropped. Without it, a TCP flow with a small
+    /// MSS (a peer announcing 200 bytes gives 300+ segments per 64 KiB) loses every read and
+    /// stalls. Call it once after [`BatchTun::create`] when [`BatchTun::offload`] is on.
+    pub async fn cap_gso_segments(&self) -> Result<()> {
+        let ifindex = self
+            .ifindex()
+            .with_context(|| format!("cannot read the index of {}", self.name))?;
+        let (connection, handle, _) =
+            rtnetlink::new_connection().context("cannot open a netlink socket")?;
+        let connection = tokio::spawn(connection);
+        let segments = u32::try_from(RX_SEGMENTS).unwrap_or(u32::MAX);
+        let msg = LinkUnspec::new_with_index(ifindex)
+            .append_extra_attribute(LinkAttribute::GsoMaxSegs(segments))
+            .build();
+        let result = handle.link().set(msg).execute().await;
+        connection.abort();
+        result.map_err(|e| anyhow!("cannot set gso_max_segs {segments} on {}: {e}", self.name))?;
+        debug!(interface = %self.name, segments, "gso_max_segs capped");
+        Ok(())
+    }
+
     /// Waits until a packet may be waiting. Cancel safe; may wake spuriously.
     pub async fn readable(&self) -> io::Result<()> {
         self.dev.readable().await
@@ -160,35 +185,61 @@ impl BatchTun {
         }
     }
 
-    /// Writes every packet queued in `tx` (coalesced where offloads allow) and empties it.
-    /// Never waits. Returns what was written; a failed write is counted, not returned.
+    /// Writes every packet queued in `tx` and empties it: with offloads, each run of in-order
+    /// segments of a TCP flow goes as one coalesced write ([`super::gro`]); otherwise one write
+    /// per packet. Never waits (a TUN write does not block: it succeeds or fails); a failed
+    /// write is counted, not returned.
     pub fn send(&self, tx: &mut TunTx) -> TunSendReport {
-        let packets = tx.len;
-        if packets == 0 {
-            return TunSendReport::default();
+        let n = tx.len;
+        let mut report = TunSendReport {
+            packets: n,
+            ..TunSendReport::default()
+        };
+        if n == 0 {
+            return report;
         }
-        // The sync path of tun-rs writes with plain write(2) on the non-blocking descriptor:
-        // a TUN write never waits for room, it succeeds or fails.
-        // (`AsyncDevice::send_multiple` would wait for writability; `DeviceImpl`'s does not.)
-        let dev: &DeviceImpl = &self.dev;
-        let result = dev.send_multiple(&mut tx.gro, &mut tx.slots[..packets], TX_HEADROOM);
-        for slot in &mut tx.slots[..packets] {
+        let (slots, counts) = (&mut tx.slots[..n], &mut tx.counts[..n]);
+        let skip = if self.offload {
+            tx.gro.coalesce(slots, counts);
+            0
+        } else {
+            counts.fill(1);
+            VNET_HDR_LEN
+        };
+        for (slot, &count) in slots.iter().zip(counts.iter()) {
+            if count == 0 {
+                continue;
+            }
+            report.writes += 1;
+            match self.write(&slot[skip..]) {
+                Ok(written) => report.bytes += written,
+                Err(e) => {
+                    report.failed_writes += 1;
+                    report.dropped += usize::from(count);
+                    trace!(interface = %self.name, error = %e, packets = count, "TUN write failed");
+                }
+            }
+        }
+        for slot in slots {
             slot.clear();
         }
         tx.len = 0;
-        match result {
-            Ok(bytes) => TunSendReport {
-                packets,
-                bytes,
-                failed: false,
-            },
-            Err(e) => {
-                trace!(interface = %self.name, error = %e, packets, "TUN write failed");
-                TunSendReport {
-                    packets,
-                    bytes: 0,
-                    failed: true,
-                }
+        report
+    }
+
+    /// One `write(2)` on the device's non-blocking descriptor, straight (tokio's readiness
+    /// would answer `WouldBlock` until the reactor has seen the descriptor writable).
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: the descriptor is owned by `self.dev` and open for as long as `self`
+            // lives; `buf` is valid for reads of `buf.len()` bytes.
+            let n = unsafe { libc::write(self.dev.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+            if let Ok(n) = usize::try_from(n) {
+                return Ok(n);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
             }
         }
     }
@@ -199,11 +250,14 @@ impl BatchTun {
 pub struct TunSendReport {
     /// Packets handed in.
     pub packets: usize,
-    /// Bytes the kernel took, virtio headers included (0 when `failed`).
+    /// `write` calls made (fewer than `packets` when GRO coalesced them).
+    pub writes: usize,
+    /// Writes that failed.
+    pub failed_writes: usize,
+    /// Packets in the failed writes.
+    pub dropped: usize,
+    /// Bytes the kernel took, virtio headers included.
     pub bytes: usize,
-    /// At least one write failed (tun-rs reports only the last error), or the batch could not
-    /// be coalesced; some or all of the packets were dropped.
-    pub failed: bool,
 }
 
 /// Read buffers for [`BatchTun::try_recv`], allocated once: one raw 64 KiB buffer for what the
@@ -261,13 +315,14 @@ impl TunRx {
     }
 }
 
-/// Packets queued for [`BatchTun::send`]: [`IDEAL_BATCH_SIZE`] slots of 64 KiB capacity (the
-/// GRO table coalesces in place into them), reserved once; a slot's pages are touched only as
-/// far as packets fill it.
+/// Packets queued for [`BatchTun::send`]: [`TX_SLOTS`] slots of 64 KiB capacity (GRO coalesces
+/// in place into them), reserved once; a slot's pages are touched only as far as packets fill
+/// it.
 pub struct TunTx {
     slots: Vec<Vec<u8>>,
+    counts: Vec<u16>,
     len: usize,
-    gro: GROTable,
+    gro: TcpGro,
 }
 
 impl std::fmt::Debug for TunTx {
@@ -288,11 +343,12 @@ impl TunTx {
     /// Reserves the slots.
     pub fn new() -> Self {
         Self {
-            slots: (0..IDEAL_BATCH_SIZE)
+            slots: (0..TX_SLOTS)
                 .map(|_| Vec::with_capacity(TX_SLOT_BYTES))
                 .collect(),
+            counts: vec![0; TX_SLOTS],
             len: 0,
-            gro: GROTable::new(),
+            gro: TcpGro::new(TX_SLOTS),
         }
     }
 
@@ -319,7 +375,7 @@ impl TunTx {
         }
         let slot = &mut self.slots[self.len];
         slot.clear();
-        slot.resize(TX_HEADROOM, 0);
+        slot.resize(VNET_HDR_LEN, 0);
         slot.extend_from_slice(packet);
         self.len += 1;
         true

@@ -104,14 +104,18 @@ pub struct ReflectReport {
     pub bad: u64,
     /// Everything else (IPv6 neighbour discovery and the like), not reflected.
     pub ignored: u64,
+    /// Reads dropped because they could not be split (see [`TunRx::dropped`]).
+    pub dropped_reads: u64,
     /// The sink's counters at the end.
     pub sink: BatchStats,
 }
 
-/// Reflects packets on `tun` until `stop` completes. `udp` only lends the sink a socket.
+/// Reflects packets on `tun` until `stop` completes; `check` verifies every packet's lengths and
+/// checksums (costly: a benchmark leaves it off). `udp` only lends the sink a socket.
 pub async fn reflect(
     tun: &BatchTun,
     udp: &BatchUdp,
+    check: bool,
     stop: impl Future<Output = ()>,
 ) -> Result<ReflectReport> {
     let mut rx = TunRx::new(tun.mtu());
@@ -130,7 +134,7 @@ pub async fn reflect(
                     report.packets += rx.len() as u64;
                     report.max_packets_per_read = report.max_packets_per_read.max(rx.len());
                     for packet in rx.packets() {
-                        reflect_one(packet, &mut scratch, &mut report, &mut sink);
+                        reflect_one(packet, check, &mut scratch, &mut report, &mut sink);
                     }
                     if read == READS_PER_WAKEUP {
                         break;
@@ -147,11 +151,13 @@ pub async fn reflect(
     }
     sink.flush();
     report.sink = *sink.stats();
+    report.dropped_reads = rx.dropped();
     Ok(report)
 }
 
 fn reflect_one(
     packet: &[u8],
+    check: bool,
     scratch: &mut [u8],
     report: &mut ReflectReport,
     sink: &mut impl Sink,
@@ -162,7 +168,7 @@ fn reflect_one(
         return;
     };
     report.tcp_packets += 1;
-    if !ipv4_header_ok(packet) || !tcp4_checksum_ok(packet) {
+    if check && (!ipv4_header_ok(packet) || !tcp4_checksum_ok(packet)) {
         report.bad += 1;
     }
     report.tcp_payload += payload as u64;
@@ -239,11 +245,29 @@ pub struct Transfer {
     pub elapsed: Duration,
 }
 
+/// What [`transfer`] sends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TransferOpts {
+    /// Bytes to send (ignored with `for_time`).
+    pub bytes: u64,
+    /// Send for this long instead of a fixed amount.
+    pub for_time: Option<Duration>,
+    /// Checksum both ends (slow in debug builds, and CPU a benchmark wants for the data path).
+    pub verify: bool,
+    /// The client's TCP_MAXSEG, set before it connects (so both directions use it).
+    pub mss: Option<u32>,
+}
+
 /// Starts a listener on [`LOCAL`] and a client to [`REMOTE`] on the same port (the reflector
-/// joins them), sends `bytes` bytes (or, with `for_time`, as many as fit in that time) and
-/// returns what arrived; `verify` checksums both ends (slow in debug builds, and CPU a benchmark
-/// wants for the data path). Blocking: run it on its own thread.
-pub fn transfer(bytes: u64, for_time: Option<Duration>, verify: bool) -> Result<Transfer> {
+/// joins them), sends what `opts` says and returns what arrived. Blocking: run it on its own
+/// thread.
+pub fn transfer(opts: TransferOpts) -> Result<Transfer> {
+    let TransferOpts {
+        bytes,
+        for_time,
+        verify,
+        mss,
+    } = opts;
     let listener = TcpListener::bind(SocketAddr::from((LOCAL, 0))).context("listen")?;
     let port = listener.local_addr()?.port();
     let server = thread::spawn(move || -> Result<(u64, u64)> {
@@ -263,9 +287,17 @@ pub fn transfer(bytes: u64, for_time: Option<Duration>, verify: bool) -> Result<
         }
     });
     let start = Instant::now();
-    let mut conn =
-        TcpStream::connect_timeout(&SocketAddr::from((REMOTE, port)), Duration::from_secs(10))
-            .context("connect through the TUN device")?;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    if let Some(mss) = mss {
+        socket.set_tcp_mss(mss).context("TCP_MAXSEG")?;
+    }
+    socket
+        .connect_timeout(
+            &SocketAddr::from((REMOTE, port)).into(),
+            Duration::from_secs(10),
+        )
+        .context("connect through the TUN device")?;
+    let mut conn = TcpStream::from(socket);
     conn.set_write_timeout(Some(Duration::from_secs(30)))?;
     let pattern: Vec<u8> = (0u32..(1 << 20))
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
