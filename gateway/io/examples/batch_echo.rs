@@ -1,7 +1,7 @@
 //! Measures the batched I/O layer in a private network namespace (needs root).
 //!
 //! ```text
-//! batch_echo tcp [--plain] [--seconds N] [--mtu M] [--mss N] [--cap]
+//! batch_echo tcp [--plain] [--v6] [--seconds N] [--mtu M] [--mss N] [--cap]
 //!     One TCP stream through a TUN device whose reader reflects every packet back (see
 //!     tests/support): reads, packets per read, writes, packets per write, throughput.
 //!     --mss sets the client's TCP_MAXSEG; --cap sets the device's gso_max_segs to what one
@@ -67,6 +67,7 @@ struct Args {
     mtu: u16,
     mss: Option<u32>,
     cap: bool,
+    v6: bool,
     size: usize,
 }
 
@@ -79,6 +80,7 @@ fn parse() -> Result<Args> {
         mtu: 1420,
         mss: None,
         cap: false,
+        v6: false,
         size: 1452,
     };
     let mut it = std::env::args().skip(1);
@@ -91,6 +93,7 @@ fn parse() -> Result<Args> {
             "--mtu" => args.mtu = value()?.parse()?,
             "--mss" => args.mss = Some(value()?.parse()?),
             "--cap" => args.cap = true,
+            "--v6" => args.v6 = true,
             "--size" => args.size = value()?.parse()?,
             "tcp" | "udp" if args.mode.is_empty() => args.mode = a,
             other => bail!("unknown argument {other:?} (see the example's doc)"),
@@ -123,18 +126,21 @@ async fn tcp(args: &Args) -> Result<()> {
         "dev",
         tun.name(),
     ])?;
+    let local6 = format!("{}/64", support::LOCAL6);
+    support::ip(&["-6", "addr", "add", &local6, "dev", tun.name(), "nodad"])?;
     if args.cap {
         tun.cap_gso_segments().await?;
     }
     let udp = BatchUdp::bind(0)?;
     let (rx0, _) = support::device_packets(tun.name())?;
-    let (seconds, mss) = (args.seconds, args.mss);
+    let (seconds, mss, v6) = (args.seconds, args.mss, args.v6);
     let allocs0 = allocations();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let client = std::thread::spawn(move || {
         let r = support::transfer(support::TransferOpts {
             for_time: Some(Duration::from_secs(seconds)),
             mss,
+            v6,
             ..support::TransferOpts::default()
         });
         let _ = done_tx.send(());
@@ -152,7 +158,8 @@ async fn tcp(args: &Args) -> Result<()> {
     let writes = rx1 - rx0;
     let gbps = t.received as f64 * 8.0 / t.elapsed.as_secs_f64() / 1e9;
     println!(
-        "tcp offload={} mtu={}: {:.2} Gbit/s ({} MB in {:.2?})",
+        "tcp{} offload={} mtu={}: {:.2} Gbit/s ({} MB in {:.2?})",
+        if args.v6 { "6" } else { "" },
         tun.offload(),
         args.mtu,
         gbps,

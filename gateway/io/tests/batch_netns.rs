@@ -10,7 +10,7 @@ use anyhow::{ensure, Context, Result};
 use sitelink_core::gateway::Sink;
 use sitelink_io::batch::tun::RX_SEGMENTS;
 use sitelink_io::batch::{BatchSink, BatchTun, BatchUdp, UdpRx};
-use support::{device_packets, ip, reflect, transfer, TransferOpts, LOCAL};
+use support::{device_packets, ip, reflect, transfer, TransferOpts, LOCAL, LOCAL6};
 
 const MTU: u16 = 1420;
 const BYTES: u64 = 8 << 20;
@@ -42,10 +42,12 @@ struct Run {
     reads_offered: u64,
 }
 
-/// Gives `tun` 10.77.0.1/24 and pushes `BYTES` through it over TCP (with `mss`, if given)
-/// while reflecting.
-async fn tcp_through(tun: &BatchTun, mss: Option<u32>) -> Result<Run> {
+/// Gives `tun` 10.77.0.1/24 and fd77::1/64 and pushes `BYTES` through it over TCP (with `mss`,
+/// if given; over IPv6 with `v6`) while reflecting.
+async fn tcp_through(tun: &BatchTun, mss: Option<u32>, v6: bool) -> Result<Run> {
     ip(&["addr", "add", &format!("{LOCAL}/24"), "dev", tun.name()])?;
+    let local6 = format!("{LOCAL6}/64");
+    ip(&["-6", "addr", "add", &local6, "dev", tun.name(), "nodad"])?;
     let udp = BatchUdp::bind(0)?;
     let (rx0, tx0) = device_packets(tun.name())?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -54,6 +56,7 @@ async fn tcp_through(tun: &BatchTun, mss: Option<u32>) -> Result<Run> {
             bytes: BYTES,
             verify: true,
             mss,
+            v6,
             ..TransferOpts::default()
         });
         let _ = done_tx.send(());
@@ -142,7 +145,7 @@ fn tcp_over_offloading_tun_is_split_on_read_and_coalesced_on_write() -> Result<(
         };
         ensure!(tun.offload(), "asked for offloads, got none");
         ensure!(tun.ifindex()? > 0, "no ifindex");
-        let run = tcp_through(&tun, None).await?;
+        let run = tcp_through(&tun, None, false).await?;
         check_transfer(&run)?;
         let r = &run.report;
         ensure!(
@@ -162,6 +165,30 @@ fn tcp_over_offloading_tun_is_split_on_read_and_coalesced_on_write() -> Result<(
 }
 
 #[test]
+fn tcp_over_ipv6_is_split_and_coalesced_too() -> Result<()> {
+    if !in_private_netns("tcp_over_ipv6") {
+        return Ok(());
+    }
+    runtime()?.block_on(async {
+        let Ok(tun) = BatchTun::create_with("slb-v6", MTU, true) else {
+            eprintln!("SKIPPED tcp_over_ipv6: no TUN offloads here");
+            return Ok(());
+        };
+        let run = tcp_through(&tun, None, true).await?;
+        check_transfer(&run)?;
+        let r = &run.report;
+        ensure!(r.max_packets_per_read > 1, "no TSO6 super-packet was split");
+        ensure!(
+            run.writes < r.sink.tun_packets,
+            "nothing was coalesced: {} packets in {} writes",
+            r.sink.tun_packets,
+            run.writes
+        );
+        Ok(())
+    })
+}
+
+#[test]
 fn tcp_over_plain_tun_moves_one_packet_per_call() -> Result<()> {
     if !in_private_netns("tcp_over_plain_tun") {
         return Ok(());
@@ -169,7 +196,7 @@ fn tcp_over_plain_tun_moves_one_packet_per_call() -> Result<()> {
     runtime()?.block_on(async {
         let tun = BatchTun::create_with("slb-plain", MTU, false)?;
         ensure!(!tun.offload());
-        let run = tcp_through(&tun, None).await?;
+        let run = tcp_through(&tun, None, false).await?;
         check_transfer(&run)?;
         let r = &run.report;
         ensure!(r.max_packets_per_read == 1 && r.reads == r.packets);
@@ -201,7 +228,7 @@ fn tiny_mss_super_packets_fit_once_gso_max_segs_is_capped() -> Result<()> {
             shown.contains(&format!("gso_max_segs {RX_SEGMENTS} ")),
             "gso_max_segs not capped: {shown}"
         );
-        let run = tcp_through(&tun, Some(200)).await?;
+        let run = tcp_through(&tun, Some(200), false).await?;
         check_transfer(&run)?;
         let r = &run.report;
         ensure!(r.dropped_reads == 0, "{} reads dropped", r.dropped_reads);

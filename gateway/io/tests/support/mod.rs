@@ -16,7 +16,7 @@
 
 use std::future::Future;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -29,6 +29,10 @@ use sitelink_io::batch::{BatchSink, BatchStats, BatchTun, BatchUdp, TunRx};
 pub const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 /// The address the client connects to, reflected back to [`LOCAL`].
 pub const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+/// [`LOCAL`] for IPv6 runs.
+pub const LOCAL6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+/// [`REMOTE`] for IPv6 runs.
+pub const REMOTE6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
 /// Reads handled per wakeup before the sink is flushed.
 const READS_PER_WAKEUP: usize = 8;
 
@@ -96,7 +100,7 @@ pub struct ReflectReport {
     pub max_packets_per_read: usize,
     /// Largest packet seen.
     pub max_packet_len: usize,
-    /// IPv4 TCP packets between the two test addresses.
+    /// TCP packets between the two test addresses.
     pub tcp_packets: u64,
     /// TCP payload bytes in them.
     pub tcp_payload: u64,
@@ -163,50 +167,76 @@ fn reflect_one(
     sink: &mut impl Sink,
 ) {
     report.max_packet_len = report.max_packet_len.max(packet.len());
-    let Some(payload) = tcp4_payload_len(packet) else {
+    let Some((payload, v6)) = tcp_payload_len(packet) else {
         report.ignored += 1;
         return;
     };
     report.tcp_packets += 1;
-    if check && (!ipv4_header_ok(packet) || !tcp4_checksum_ok(packet)) {
+    if check && (!ip_header_ok(packet, v6) || !tcp_checksum_ok(packet, v6)) {
         report.bad += 1;
     }
     report.tcp_payload += payload as u64;
     let out = &mut scratch[..packet.len()];
     out.copy_from_slice(packet);
-    out[12..16].copy_from_slice(&packet[16..20]);
-    out[16..20].copy_from_slice(&packet[12..16]);
+    let (src, dst) = if v6 {
+        (8..24, 24..40)
+    } else {
+        (12..16, 16..20)
+    };
+    out[src.clone()].copy_from_slice(&packet[dst.clone()]);
+    out[dst].copy_from_slice(&packet[src]);
     sink.write_tun(out);
 }
 
-/// TCP payload length of an IPv4 TCP packet between the two test addresses, else `None`.
-pub fn tcp4_payload_len(p: &[u8]) -> Option<usize> {
-    if p.len() < 40 || p[0] >> 4 != 4 || p[9] != 6 {
+/// TCP payload length of a TCP packet between the two test addresses (IPv4 or IPv6, without
+/// options or extension headers), and whether it is IPv6; else `None`.
+pub fn tcp_payload_len(p: &[u8]) -> Option<(usize, bool)> {
+    let (v6, iph, addrs, local, remote): (bool, usize, [&[u8]; 2], &[u8], &[u8]) =
+        match p.first()? >> 4 {
+            4 if p.len() >= 40 && p[9] == 6 => (
+                false,
+                usize::from(p[0] & 0x0f) * 4,
+                [&p[12..16], &p[16..20]],
+                &LOCAL.octets()[..],
+                &REMOTE.octets()[..],
+            ),
+            6 if p.len() >= 60 && p[6] == 6 => (
+                true,
+                40,
+                [&p[8..24], &p[24..40]],
+                &LOCAL6.octets()[..],
+                &REMOTE6.octets()[..],
+            ),
+            _ => return None,
+        };
+    if !addrs.contains(&local) || !addrs.contains(&remote) {
         return None;
     }
-    let ihl = usize::from(p[0] & 0x0f) * 4;
-    let addrs = [&p[12..16], &p[16..20]];
-    if !addrs.contains(&&LOCAL.octets()[..]) || !addrs.contains(&&REMOTE.octets()[..]) {
-        return None;
-    }
-    let doff = usize::from(p.get(ihl + 12)? >> 4) * 4;
-    usize::from(u16::from_be_bytes([p[2], p[3]])).checked_sub(ihl + doff)
+    let doff = usize::from(p.get(iph + 12)? >> 4) * 4;
+    p.len().checked_sub(iph + doff).map(|n| (n, v6))
 }
 
-/// The IPv4 header's length field matches the packet and its checksum is right.
-pub fn ipv4_header_ok(p: &[u8]) -> bool {
+/// The IP header's length field matches the packet, and an IPv4 header checksum is right.
+pub fn ip_header_ok(p: &[u8], v6: bool) -> bool {
+    if v6 {
+        return usize::from(u16::from_be_bytes([p[4], p[5]])) + 40 == p.len();
+    }
     let ihl = usize::from(p[0] & 0x0f) * 4;
     usize::from(u16::from_be_bytes([p[2], p[3]])) == p.len() && fold(sum(&p[..ihl], 0)) == 0xffff
 }
 
-/// The TCP checksum over the IPv4 pseudo-header and segment is right.
-pub fn tcp4_checksum_ok(p: &[u8]) -> bool {
-    let ihl = usize::from(p[0] & 0x0f) * 4;
+/// The TCP checksum over the pseudo-header and segment is right.
+pub fn tcp_checksum_ok(p: &[u8], v6: bool) -> bool {
+    let (ihl, addrs) = if v6 {
+        (40, &p[8..40])
+    } else {
+        (usize::from(p[0] & 0x0f) * 4, &p[12..20])
+    };
     let segment = &p[ihl..];
     let Ok(len) = u32::try_from(segment.len()) else {
         return false;
     };
-    let pseudo = sum(&p[12..20], 6 + len);
+    let pseudo = sum(addrs, 6 + len);
     fold(sum(segment, pseudo)) == 0xffff
 }
 
@@ -256,6 +286,8 @@ pub struct TransferOpts {
     pub verify: bool,
     /// The client's TCP_MAXSEG, set before it connects (so both directions use it).
     pub mss: Option<u32>,
+    /// Over [`LOCAL6`] and [`REMOTE6`] instead.
+    pub v6: bool,
 }
 
 /// Starts a listener on [`LOCAL`] and a client to [`REMOTE`] on the same port (the reflector
@@ -267,8 +299,14 @@ pub fn transfer(opts: TransferOpts) -> Result<Transfer> {
         for_time,
         verify,
         mss,
+        v6,
     } = opts;
-    let listener = TcpListener::bind(SocketAddr::from((LOCAL, 0))).context("listen")?;
+    let (local, remote): (IpAddr, IpAddr) = if v6 {
+        (LOCAL6.into(), REMOTE6.into())
+    } else {
+        (LOCAL.into(), REMOTE.into())
+    };
+    let listener = TcpListener::bind(SocketAddr::from((local, 0))).context("listen")?;
     let port = listener.local_addr()?.port();
     let server = thread::spawn(move || -> Result<(u64, u64)> {
         let (mut conn, _) = listener.accept().context("accept")?;
@@ -287,13 +325,18 @@ pub fn transfer(opts: TransferOpts) -> Result<Transfer> {
         }
     });
     let start = Instant::now();
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let domain = if v6 {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
     if let Some(mss) = mss {
         socket.set_tcp_mss(mss).context("TCP_MAXSEG")?;
     }
     socket
         .connect_timeout(
-            &SocketAddr::from((REMOTE, port)).into(),
+            &SocketAddr::from((remote, port)).into(),
             Duration::from_secs(10),
         )
         .context("connect through the TUN device")?;
