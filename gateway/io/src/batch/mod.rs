@@ -17,6 +17,9 @@
 //! ```ignore
 //! let tun = BatchTun::create(&iface.name, iface.mtu)?;      // falls back to plain, logged
 //! let udp = BatchUdp::bind(iface.listen_port)?;
+//! if tun.offload() {
+//!     tun.cap_gso_segments().await?;                        // else a tiny MSS stalls flows
+//! }
 //! let ifindex = tun.ifindex()?;                             // for netlink, as before
 //! let (mut tun_rx, mut udp_rx) = (TunRx::new(tun.mtu()), UdpRx::new());
 //! let mut sink = BatchSink::new(&udp, &tun);
