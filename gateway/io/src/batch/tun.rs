@@ -5,7 +5,7 @@
 //! `USO4 | USO6` on Linux 6.2+), every read and write carries a 10-byte `virtio_net_hdr`:
 //! - a read returns up to 64 KiB of one TCP (or UDP) flow, which [`BatchTun::try_recv`] splits into
 //!   MTU-sized IP packets with complete checksums (the kernel leaves them partial);
-//! - [`BatchTun::send`] coalesces consecutive segments of one TCP flow ([`super::gro`], as the
+//! - [`BatchTun::send`] coalesces consecutive segments of one TCP flow (`batch::gro`, as the
 //!   kernel's GRO does on a NIC) and writes each coalesced packet with one `write`.
 //!
 //! Without offloads (old kernel, or asked for), the same calls move one packet per system call.
@@ -186,7 +186,7 @@ impl BatchTun {
     }
 
     /// Writes every packet queued in `tx` and empties it: with offloads, each run of in-order
-    /// segments of a TCP flow goes as one coalesced write ([`super::gro`]); otherwise one write
+    /// segments of a TCP flow goes as one coalesced write (`batch::gro`); otherwise one write
     /// per packet. Never waits (a TUN write does not block: it succeeds or fails); a failed
     /// write is counted, not returned.
     pub fn send(&self, tx: &mut TunTx) -> TunSendReport {
