@@ -1,0 +1,473 @@
+#!/usr/bin/env bash
+# Throughput, latency and CPU cost of sitelink against stock userspace WireGuard, on this machine.
+#
+#   sudo bash benches/netns-throughput.sh [--repeat N] [--duration S] [--only LIST] [--skip-build]
+#
+#   netns A: 198.51.100.1/24 ── veth ── 198.51.100.2/24 :netns B
+#            tunnel .1 (MTU 1420)    ···    tunnel .2 (MTU 1420)
+#
+# Two namespaces joined by one veth pair. In turn, each of these carries iperf3 and ping from A
+# to B (only one runs at a time; each is torn down before the next starts):
+#   veth           the plain veth link, no tunnel (MTU 1500): the ceiling
+#   sitelink       sitelink-gateway in A and in B                    10.201.0.0/24
+#   wireguard-go   the distribution's wireguard-go, configured with wg 10.202.0.0/24
+#   boringtun-cli  boringtun-cli (cargo install), configured with wg   10.203.0.0/24
+# and measures: iperf3 TCP with 1 stream, 4 streams (-P 4) and 1 stream reversed (-R, B sends),
+# each --repeat times (median, min and max); 20 pings (average RTT); and the CPU time (user +
+# system, from /proc/PID/stat) that the tunnel processes of both ends used per gigabyte iperf3
+# delivered. It ends with a Markdown table and sitelink's ratio to the better of the other two.
+#
+# Options:
+#   --repeat N      runs per iperf3 test (default 3)
+#   --duration S    seconds per iperf3 run (default 10)
+#   --only LIST     comma-separated subset of veth,sitelink,wireguard-go,boringtun-cli
+#   --skip-build    use target/release/sitelink-{gateway,keys} as they are (also SKIP_BUILD=1)
+#
+# Needs root. Installs iperf3, wireguard-go, wireguard-tools and jq with apt-get when missing, and
+# boringtun-cli with `cargo install --locked --root target/bench-tools` (kept there for later
+# runs; if it does not build or run, its row says n/a and why). Changes no host-wide setting:
+# the namespaces are new and the programs size their own socket buffers. Bounded in time: every
+# step has a timeout (about 4 x 3 x N x (S + 2) s in all, plus the builds). Removes its
+# namespaces, processes and files on exit, also when interrupted; leftovers of earlier runs that
+# were killed are removed first.
+#
+# Read the numbers with care: client, server and both tunnel ends share this machine's CPUs, so
+# a path is limited by the cost of all four; anything else running makes the numbers noisy (the
+# load average at start and end is printed). CPU time counts what runs in the tunnel processes'
+# context (including their system calls), not kernel work done for them in softirq context.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+REPEAT=3
+DURATION=10
+ONLY=veth,sitelink,wireguard-go,boringtun-cli
+SKIP_BUILD=${SKIP_BUILD:-0}
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --repeat) REPEAT=${2:?--repeat needs a number}; shift 2 ;;
+        --duration) DURATION=${2:?--duration needs seconds}; shift 2 ;;
+        --only) ONLY=${2:?--only needs a list}; shift 2 ;;
+        --skip-build) SKIP_BUILD=1; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "--repeat must be a positive integer" >&2; exit 2; }
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || { echo "--duration must be a positive integer" >&2; exit 2; }
+IMPLS=()
+for name in ${ONLY//,/ }; do
+    case $name in
+        veth | sitelink | wireguard-go) IMPLS+=("$name") ;;
+        boringtun | boringtun-cli) IMPLS+=(boringtun-cli) ;;
+        *) echo "--only: unknown path $name (veth, sitelink, wireguard-go, boringtun-cli)" >&2; exit 2 ;;
+    esac
+done
+wants() { [[ " ${IMPLS[*]} " == *" $1 "* ]]; }
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "This benchmark creates network namespaces and TUN devices: run it as root (sudo)." >&2
+    exit 1
+fi
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# --- tools ------------------------------------------------------------------------------------
+missing=()
+command -v iperf3 >/dev/null || missing+=(iperf3)
+command -v jq >/dev/null || missing+=(jq)
+command -v ping >/dev/null || missing+=(iputils-ping)
+command -v ss >/dev/null || missing+=(iproute2)
+if wants wireguard-go || wants boringtun-cli; then
+    command -v wg >/dev/null || missing+=(wireguard-tools)
+fi
+if wants wireguard-go; then
+    command -v wireguard-go >/dev/null || missing+=(wireguard-go)
+fi
+if [[ ${#missing[@]} -gt 0 ]]; then
+    say "Installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y "${missing[@]}" >&2 || {
+        timeout 300 apt-get update >&2
+        DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y "${missing[@]}" >&2
+    }
+fi
+
+# --- cleanup ----------------------------------------------------------------------------------
+ID=$$
+PREFIX=slbench-$ID
+NS_A=$PREFIX-a
+NS_B=$PREFIX-b
+WORK=$(mktemp -d /tmp/sitelink-bench.XXXXXX)
+PIDS=()        # every long-running process this script started
+SOCKETS=()     # UAPI sockets of wireguard-go and boringtun-cli, in case they leave them behind
+
+remove_namespaces() {
+    local ns pid
+    for ns in "$@"; do
+        ip netns list | awk '{print $1}' | grep -qx -- "$ns" || continue
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+}
+stop_pids() {
+    local pid
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    say "Cleaning up"
+    stop_pids "${PIDS[@]}"
+    remove_namespaces "$NS_A" "$NS_B"
+    for s in "${SOCKETS[@]}"; do rm -f "$s"; done
+    if [[ $status -ne 0 ]]; then
+        echo "benchmark FAILED (exit $status); last lines of the logs:" >&2
+        for log in "$WORK"/*.log; do
+            [[ -f $log ]] && { echo "--- $log" >&2; tail -n 20 "$log" >&2; }
+        done
+    fi
+    rm -rf "$WORK"
+    note "removed namespaces $PREFIX-* and $WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+for ns in $(ip netns list | awk '{print $1}' | grep '^slbench-' || true); do
+    pid=${ns#slbench-}
+    pid=${pid%%-*}
+    if ! kill -0 "$pid" 2>/dev/null; then
+        note "removing stale namespace $ns from an earlier run"
+        remove_namespaces "$ns"
+    fi
+done
+
+# --- builds -----------------------------------------------------------------------------------
+BIN=$ROOT/target/release
+GW=$BIN/sitelink-gateway
+KEYS=$BIN/sitelink-keys
+TOOLS=$ROOT/target/bench-tools
+BORINGTUN=$TOOLS/bin/boringtun-cli
+declare -A NA=()   # path -> why it has no numbers
+
+if wants sitelink; then
+    if [[ $SKIP_BUILD != 1 ]]; then
+        say "Building sitelink (release)"
+        cargo build --release -p sitelink-gateway -p sitelink-keys >&2
+    fi
+    [[ -x $GW && -x $KEYS ]] || { echo "$GW or $KEYS missing: build them first" >&2; exit 1; }
+fi
+if wants boringtun-cli && [[ ! -x $BORINGTUN ]]; then
+    say "Installing boringtun-cli into $TOOLS (once)"
+    if ! timeout 1200 cargo install boringtun-cli --locked --root "$TOOLS" >"$WORK/boringtun-install.log" 2>&1; then
+        NA[boringtun-cli]="cargo install failed: $(grep -m1 -E '^error' "$WORK/boringtun-install.log" || tail -n1 "$WORK/boringtun-install.log")"
+        note "${NA[boringtun-cli]}"
+    fi
+fi
+
+# --- network ----------------------------------------------------------------------------------
+WAN_A=198.51.100.1
+WAN_B=198.51.100.2
+PORT=51820
+say "Creating namespaces $NS_A and $NS_B joined by a veth pair"
+for ns in "$NS_A" "$NS_B"; do
+    ip netns add "$ns"
+    in_ns "$ns" ip link set lo up
+done
+ip link add wan netns "$NS_A" type veth peer name wan netns "$NS_B"
+in_ns "$NS_A" ip addr add "$WAN_A/24" dev wan
+in_ns "$NS_B" ip addr add "$WAN_B/24" dev wan
+in_ns "$NS_A" ip link set wan up
+in_ns "$NS_B" ip link set wan up
+
+ip netns exec "$NS_B" iperf3 -s >"$WORK/iperf3-server.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 50); do
+    [[ -n $(in_ns "$NS_B" ss -Hltn 'sport = :5201') ]] && break
+    sleep 0.1
+done
+[[ -n $(in_ns "$NS_B" ss -Hltn 'sport = :5201') ]] || { echo "iperf3 server did not start" >&2; exit 1; }
+
+# --- measuring --------------------------------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+TUNNEL_PIDS=()   # the tunnel processes of the path under test, both ends
+
+cpu_ticks() { # utime + stime of every tunnel process, in clock ticks
+    local total=0 pid t
+    for pid in "${TUNNEL_PIDS[@]}"; do
+        # Fields after the ")" closing the command name: state is 3, utime 14, stime 15.
+        t=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}') || return 1
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+wait_ping() { # ns addr
+    for _ in $(seq 20); do
+        in_ns "$1" ping -n -q -c 1 -W 1 "$2" >/dev/null 2>&1 && return 0
+    done
+    return 1
+}
+
+declare -A RES=()  # "path,column" -> "median min max"
+KINDS=(single four reverse)
+kind_args() {
+    case $1 in
+        single) echo "" ;;
+        four) echo "-P 4" ;;
+        reverse) echo "-R" ;;
+    esac
+}
+
+stats() { # values... -> "median min max"
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+        END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+              printf "%s %s %s\n", m, v[1], v[NR] }'
+}
+
+measure() { # path dst-address
+    local impl=$1 dst=$2 kind run json gbps bytes retr t0 t1 cpu_per_gb rtt
+    if ! wait_ping "$NS_A" "$dst"; then
+        NA[$impl]="no ping reply from $dst across the tunnel within 20 s"
+        note "${NA[$impl]}"
+        return 1
+    fi
+    rtt=$(in_ns "$NS_A" ping -n -q -c 20 -i 0.1 -w 10 "$dst" | awk -F'/' '/^rtt|^round-trip/ {print $5}')
+    RES[$impl,rtt]="${rtt:-nan} ${rtt:-nan} ${rtt:-nan}"
+    note "ping: average RTT ${rtt:-?} ms over 20 pings"
+    for kind in "${KINDS[@]}"; do
+        local tputs=() cpus=()
+        for run in $(seq "$REPEAT"); do
+            sleep 1
+            t0=$( ((${#TUNNEL_PIDS[@]})) && cpu_ticks || echo 0)
+            # shellcheck disable=SC2046  # the extra iperf3 arguments are meant to split
+            json=$(timeout $((DURATION + 30)) ip netns exec "$NS_A" \
+                iperf3 -c "$dst" -t "$DURATION" -J --connect-timeout 5000 $(kind_args "$kind")) || true
+            t1=$( ((${#TUNNEL_PIDS[@]})) && cpu_ticks || echo 0)
+            if ! jq -e '.end.sum_received.bytes > 0' >/dev/null 2>&1 <<<"$json"; then
+                note "$kind run $run: iperf3 failed: $(jq -r '.error // "no output"' <<<"$json" 2>/dev/null || echo 'no JSON')"
+                continue
+            fi
+            bytes=$(jq '.end.sum_received.bytes' <<<"$json")
+            gbps=$(jq '.end.sum_received.bits_per_second / 1e9' <<<"$json")
+            retr=$(jq '.end.sum_sent.retransmits // 0' <<<"$json")
+            tputs+=("$gbps")
+            if ((${#TUNNEL_PIDS[@]})); then
+                cpu_per_gb=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v b="$bytes" 'BEGIN { printf "%.3f", t / hz / (b / 1e9) }')
+                cpus+=("$cpu_per_gb")
+            else
+                cpu_per_gb=n/a
+            fi
+            note "$(printf '%-8s run %d: %6.2f Gbit/s, %s retransmits, tunnel CPU %s s/GB' "$kind" "$run" "$gbps" "$retr" "$cpu_per_gb")"
+        done
+        [[ ${#tputs[@]} -gt 0 ]] && RES[$impl,$kind]=$(stats "${tputs[@]}")
+        [[ ${#cpus[@]} -gt 0 ]] && RES[$impl,cpu_$kind]=$(stats "${cpus[@]}")
+    done
+    return 0
+}
+
+# --- the paths --------------------------------------------------------------------------------
+run_veth() {
+    TUNNEL_PIDS=()
+    measure veth "$WAN_B"
+}
+
+start_bg() { # log ns argv... ; sets STARTED to the program's PID
+    local log=$1 ns=$2
+    shift 2
+    # Not through in_ns: a backgrounded shell function is a subshell with a PID of its own,
+    # whereas `ip netns exec` (like `env`) execs the program, which keeps this PID.
+    ip netns exec "$ns" "$@" >"$log" 2>&1 &
+    STARTED=$!
+    PIDS+=("$STARTED")
+}
+
+forget_pids() { # drop stopped processes from PIDS
+    local keep=() p q
+    for p in "${PIDS[@]}"; do
+        for q in "$@"; do [[ $p == "$q" ]] && continue 2; done
+        keep+=("$p")
+    done
+    PIDS=("${keep[@]}")
+}
+
+run_sitelink() {
+    local net=10.201.0 side ns ip peer_ip peer_wan pub pub_a pub_b pids=()
+    "$KEYS" genkey --out "$WORK/sl-a.key" >/dev/null
+    "$KEYS" genkey --out "$WORK/sl-b.key" >/dev/null
+    pub_a=$("$KEYS" pubkey <"$WORK/sl-a.key")
+    pub_b=$("$KEYS" pubkey <"$WORK/sl-b.key")
+    for side in a b; do
+        if [[ $side == a ]]; then ip=1 peer_ip=2 peer_wan=$WAN_B pub=$pub_b ns=$NS_A
+        else ip=2 peer_ip=1 peer_wan=$WAN_A pub=$pub_a ns=$NS_B; fi
+        cat >"$WORK/sl-$side.toml" <<EOF
+[interface]
+name = "sl${ID}$side"
+private_key_file = "sl-$side.key"
+listen_port = $PORT
+address = ["$net.$ip/24"]
+mtu = 1420
+
+[[peer]]
+name = "bench-peer"
+public_key = "$pub"
+endpoint = "$peer_wan:$PORT"
+allowed_ips = ["$net.$peer_ip/32"]
+EOF
+        start_bg "$WORK/sitelink-$side.log" "$ns" env RUST_LOG=warn \
+            "$GW" up --config "$WORK/sl-$side.toml" --socket "$WORK/sl-$side.sock"
+        pids+=("$STARTED")
+    done
+    for _ in $(seq 100); do
+        [[ -S $WORK/sl-a.sock && -S $WORK/sl-b.sock ]] && break
+        sleep 0.1
+    done
+    TUNNEL_PIDS=("${pids[@]}")
+    local ok=0
+    if [[ -S $WORK/sl-a.sock && -S $WORK/sl-b.sock ]]; then
+        measure sitelink "$net.2" || ok=$?
+    else
+        NA[sitelink]="the gateways did not come up within 10 s (see $WORK/sitelink-*.log)"
+        note "${NA[sitelink]}"
+        tail -n 5 "$WORK"/sitelink-*.log >&2 || true
+        ok=1
+    fi
+    TUNNEL_PIDS=()
+    stop_pids "${pids[@]}"
+    forget_pids "${pids[@]}"
+    return "$ok"
+}
+
+# wireguard-go and boringtun-cli speak the same UAPI: the daemon makes the TUN device and the
+# socket /var/run/wireguard/IFACE.sock (host-wide, hence the PID in the name); wg configures it.
+run_uapi() { # path net daemon-argv-prefix...
+    local impl=$1 net=$2 side ns ip peer_ip peer_wan other iface pids=() ok=0
+    shift 2
+    local tag=${impl:0:2}
+    (umask 077 && wg genkey >"$WORK/$tag-a.key" && wg genkey >"$WORK/$tag-b.key")
+    for side in a b; do
+        iface=$tag$ID$side
+        ns=$([[ $side == a ]] && echo "$NS_A" || echo "$NS_B")
+        SOCKETS+=("/var/run/wireguard/$iface.sock")
+        start_bg "$WORK/$impl-$side.log" "$ns" env WG_PROCESS_FOREGROUND=1 "$@" "$iface"
+        pids+=("$STARTED")
+    done
+    TUNNEL_PIDS=("${pids[@]}")
+    for side in a b; do
+        iface=$tag$ID$side
+        if [[ $side == a ]]; then ip=1 peer_ip=2 peer_wan=$WAN_B ns=$NS_A other=b
+        else ip=2 peer_ip=1 peer_wan=$WAN_A ns=$NS_B other=a; fi
+        for _ in $(seq 100); do
+            [[ -S /var/run/wireguard/$iface.sock ]] && break
+            sleep 0.1
+        done
+        if ! [[ -S /var/run/wireguard/$iface.sock ]] ||
+            ! in_ns "$ns" wg set "$iface" private-key "$WORK/$tag-$side.key" listen-port "$PORT" \
+                peer "$(wg pubkey <"$WORK/$tag-$other.key")" endpoint "$peer_wan:$PORT" \
+                allowed-ips "$net.$peer_ip/32" >>"$WORK/$impl-$side.log" 2>&1 ||
+            ! in_ns "$ns" ip addr add "$net.$ip/24" dev "$iface" ||
+            ! in_ns "$ns" ip link set "$iface" mtu 1420 up; then
+            NA[$impl]="$* did not start or could not be configured: $(tail -n 1 "$WORK/$impl-$side.log" 2>/dev/null)"
+            note "${NA[$impl]}"
+            ok=1
+            break
+        fi
+    done
+    [[ $ok == 0 ]] && { measure "$impl" "$net.2" || ok=$?; }
+    TUNNEL_PIDS=()
+    stop_pids "${pids[@]}"
+    forget_pids "${pids[@]}"
+    return "$ok"
+}
+
+START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+for impl in "${IMPLS[@]}"; do
+    [[ -n ${NA[$impl]:-} ]] && continue
+    say "Measuring $impl: iperf3 ${REPEAT} x ${DURATION} s per test"
+    case $impl in
+        veth) run_veth || true ;;
+        sitelink) run_sitelink || true ;;
+        wireguard-go) run_uapi wireguard-go 10.202.0 wireguard-go -f || true ;;
+        boringtun-cli)
+            run_uapi boringtun-cli 10.203.0 "$BORINGTUN" -f --disable-drop-privileges \
+                -l "$WORK/boringtun-cli-daemon.log" || true
+            ;;
+    esac
+done
+END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- report -----------------------------------------------------------------------------------
+cell() { # path column -> "median (min–max)" or n/a
+    local v=${RES[$1,$2]:-}
+    [[ -z $v ]] && { echo "n/a"; return; }
+    read -r med min max <<<"$v"
+    if [[ $REPEAT -eq 1 || $2 == rtt ]]; then
+        printf '%.3g' "$med"
+    else
+        printf '%.3g (%.3g–%.3g)' "$med" "$min" "$max"
+    fi
+}
+ratio() { # column higher-is-better(1|0) -> sitelink / best of wireguard-go and boringtun-cli
+    local col=$1 higher=$2 s best="" o v
+    s=${RES[sitelink,$col]:-}
+    [[ -z $s ]] && { echo "n/a"; return; }
+    for o in wireguard-go boringtun-cli; do
+        v=${RES[$o,$col]:-}
+        [[ -z $v ]] && continue
+        v=${v%% *}
+        if [[ -z $best ]] || awk -v a="$v" -v b="$best" -v h="$higher" 'BEGIN { exit !(h ? a > b : a < b) }'; then
+            best=$v
+        fi
+    done
+    [[ -z $best ]] && { echo "n/a"; return; }
+    awk -v s="${s%% *}" -v b="$best" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f×", s / b }'
+}
+describe() {
+    case $1 in
+        veth) echo "plain veth (MTU 1500)" ;;
+        sitelink) echo "sitelink $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')" ;;
+        wireguard-go) echo "wireguard-go $(wireguard-go --version 2>/dev/null | awk 'NR==1 {print $2}')" ;;
+        boringtun-cli) echo "boringtun-cli $("$BORINGTUN" --version 2>/dev/null | awk '{print $2}')" ;;
+    esac
+}
+
+MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+{
+    echo
+    echo "## sitelink throughput on $(hostname) ($(date -u '+%Y-%m-%d %H:%M UTC'))"
+    echo
+    echo "Machine: $(nproc) CPUs, ${MODEL:-unknown CPU}, Linux $(uname -r); load average $START_LOAD at start, $END_LOAD at end."
+    echo "iperf3 $(iperf3 --version | awk 'NR==1 {print $2}') TCP from netns A to netns B through each path, tunnel MTU 1420;"
+    echo "$REPEAT run(s) of $DURATION s per test: median (min–max). Gbit/s is iperf3's receiver rate; RTT is the average of 20 pings."
+    echo "CPU s/GB: user + system CPU seconds of both tunnel processes per 10^9 bytes received by iperf3 (lower is better)."
+    echo
+    echo "| path | 1 stream Gbit/s | 4 streams Gbit/s | reverse Gbit/s | ping RTT ms | CPU s/GB 1 stream | CPU s/GB 4 streams | CPU s/GB reverse |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for impl in "${IMPLS[@]}"; do
+        if [[ -n ${NA[$impl]:-} && -z ${RES[$impl,rtt]:-} ]]; then
+            echo "| $(describe "$impl") | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
+            continue
+        fi
+        cpu() { if [[ $impl == veth ]]; then echo "–"; else cell "$impl" "cpu_$1"; fi; }
+        echo "| $(describe "$impl") | $(cell "$impl" single) | $(cell "$impl" four) | $(cell "$impl" reverse) | $(cell "$impl" rtt) | $(cpu single) | $(cpu four) | $(cpu reverse) |"
+    done
+    if wants sitelink && { wants wireguard-go || wants boringtun-cli; }; then
+        echo "| **sitelink ÷ best other** | $(ratio single 1) | $(ratio four 1) | $(ratio reverse 1) | $(ratio rtt 0) | $(ratio cpu_single 0) | $(ratio cpu_four 0) | $(ratio cpu_reverse 0) |"
+        echo
+        echo "Ratios compare medians with the better of wireguard-go and boringtun-cli in each column: above 1× is better for Gbit/s, below 1× is better for RTT and CPU."
+    fi
+    for impl in "${IMPLS[@]}"; do
+        [[ -n ${NA[$impl]:-} ]] && echo "- $impl: ${NA[$impl]}"
+    done
+    true
+}
