@@ -957,3 +957,11 @@ fn a_revoked_client_gets_no_answer() {
         1
     );
 }
+
+/// Drivers may move the state machines into another thread or task.
+#[test]
+fn state_machines_are_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<ControlServer>();
+    assert_send::<ControlClient>();
+}
