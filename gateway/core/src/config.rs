@@ -40,6 +40,7 @@
 //! `RawGatewayConfig` and [`GatewayConfig`], a call in [`GatewayConfig::parse`], and an entry in
 //! `SECTIONS`.
 
+mod client;
 mod endpoint;
 mod error;
 mod interface;
@@ -53,6 +54,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use client::{
+    ClientConfig, ClientGatewayConfig, ClientInterfaceConfig, EndpointError, GatewayEndpoint,
+    DEFAULT_CLIENT_KEEPALIVE, DEFAULT_STATE_DIR,
+};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use interface::{
     InterfaceConfig, DEFAULT_MTU, MAX_MTU, MAX_NAME_LEN, MIN_MTU_IPV4, MIN_MTU_IPV6,

@@ -1,5 +1,6 @@
 //! Parsing and resolving a peer's `endpoint = "host:port"`.
 
+use std::io;
 use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs as _};
 
 use super::ConfigErrorKind;
@@ -22,11 +23,45 @@ fn syntax(spec: &str, what: &str) -> EndpointProblem {
     }
 }
 
-/// Parses `host:port` or `[v6]:port`, resolving a host name with the system resolver and preferring
-/// an IPv4 address when the name has both.
+/// An endpoint whose syntax is valid: an address, or a host name still to resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Parsed<'a> {
+    /// `198.51.100.2:51820` or `[2001:db8::2]:51820`.
+    Addr(SocketAddr),
+    /// `gw.example.com:51820`.
+    Host(&'a str, u16),
+}
+
+/// Parses `host:port` or `[v6]:port` and resolves a host name with [`lookup`].
 pub(super) fn resolve(spec: &str) -> Result<SocketAddr, EndpointProblem> {
+    let (host, port) = match parse(spec)? {
+        Parsed::Addr(addr) => return Ok(addr),
+        Parsed::Host(host, port) => (host, port),
+    };
+    let chosen = lookup(host, port).map_err(|e| EndpointProblem {
+        kind: ConfigErrorKind::Resolve,
+        message: format!("endpoint {spec:?}: host name {host:?} does not resolve ({e})"),
+        fix: "check the spelling and DNS, or write the peer's IP address instead".to_owned(),
+    })?;
+    tracing::debug!(endpoint = spec, resolved = %chosen, "resolved peer endpoint");
+    Ok(chosen)
+}
+
+/// Resolves `host` with the system resolver, preferring an IPv4 address when it has both.
+pub(super) fn lookup(host: &str, port: u16) -> io::Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no addresses"))
+}
+
+/// Checks the syntax of `host:port` or `[v6]:port` without resolving anything.
+pub(super) fn parse(spec: &str) -> Result<Parsed<'_>, EndpointProblem> {
     if let Ok(addr) = spec.parse::<SocketAddr>() {
-        return check_port(spec, addr.port()).map(|_| addr);
+        return check_port(spec, addr.port()).map(|_| Parsed::Addr(addr));
     }
     if let Some(rest) = spec.strip_prefix('[') {
         let Some((host, port)) = rest.split_once(']') else {
@@ -69,23 +104,7 @@ pub(super) fn resolve(spec: &str) -> Result<SocketAddr, EndpointProblem> {
             &format!("has {host:?}, which is not a host name"),
         ));
     }
-    let unresolved = |detail: String| EndpointProblem {
-        kind: ConfigErrorKind::Resolve,
-        message: format!("endpoint {spec:?}: host name {host:?} does not resolve{detail}"),
-        fix: "check the spelling and DNS, or write the peer's IP address instead".to_owned(),
-    };
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| unresolved(format!(" ({e})")))?
-        .collect();
-    let chosen = addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| unresolved(String::new()))?;
-    tracing::debug!(endpoint = spec, resolved = %chosen, "resolved peer endpoint");
-    Ok(chosen)
+    Ok(Parsed::Host(host, port))
 }
 
 fn check_port(spec: &str, port: u16) -> Result<u16, EndpointProblem> {

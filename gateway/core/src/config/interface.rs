@@ -1,5 +1,6 @@
 //! The `[interface]` table: this gateway's TUN device, key and UDP port.
 
+use std::ops::Range;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
@@ -73,33 +74,10 @@ pub(super) fn validate(
     src: &Source<'_>,
 ) -> Result<InterfaceConfig, ConfigError> {
     let raw = raw.into_inner();
-    let invalid = |span, message: String, fix: &str| {
-        src.error(
-            &span,
-            ConfigErrorKind::InvalidValue,
-            format!("interface: {message}"),
-            fix,
-        )
-    };
+    let invalid = |span, message: String, fix: &str| invalid_value(src, span, message, fix);
 
-    let name = raw.name.get_ref();
-    if let Some(problem) = interface_name_problem(name) {
-        return Err(invalid(
-            raw.name.span(),
-            format!("name {name:?} {problem}"),
-            "use a short name such as \"sl0\": at most 15 bytes, no '/', ':' or whitespace",
-        ));
-    }
-
-    let port = *raw.listen_port.get_ref();
-    let listen_port = u16::try_from(port).map_err(|_| {
-        invalid(
-            raw.listen_port.span(),
-            format!("listen_port {port} is not a UDP port"),
-            "use a port between 1 and 65535 (51820 is WireGuard's usual one), or 0 to let the \
-             system pick one",
-        )
-    })?;
+    let name = check_name(&raw.name, src, "sl0")?;
+    let listen_port = check_listen_port(&raw.listen_port, src)?;
 
     let mut address = Vec::with_capacity(raw.address.get_ref().len());
     for entry in raw.address.get_ref() {
@@ -135,62 +113,133 @@ pub(super) fn validate(
     }
 
     let has_ipv6 = address.iter().any(|a| matches!(a, IpNet::V6(_)));
-    let min_mtu = if has_ipv6 { MIN_MTU_IPV6 } else { MIN_MTU_IPV4 };
-    let mtu = match &raw.mtu {
-        None => DEFAULT_MTU,
-        Some(spanned) => {
-            let value = *spanned.get_ref();
-            match u16::try_from(value) {
-                Ok(mtu) if (min_mtu..=MAX_MTU).contains(&mtu) => mtu,
-                _ => {
-                    let why = if has_ipv6
-                        && (i64::from(MIN_MTU_IPV4)..i64::from(MIN_MTU_IPV6)).contains(&value)
-                    {
-                        " (IPv6 needs at least 1280, and an address is IPv6)"
-                    } else {
-                        ""
-                    };
-                    return Err(invalid(
-                        spanned.span(),
-                        format!("mtu {value} is outside {min_mtu}..={MAX_MTU}{why}"),
-                        &format!(
-                            "set mtu between {min_mtu} and {MAX_MTU}, or remove the line to use \
-                             {DEFAULT_MTU}"
-                        ),
-                    ));
-                }
-            }
-        }
-    };
-
-    let written = raw.private_key_file.get_ref();
-    if written.trim().is_empty() {
-        return Err(invalid(
-            raw.private_key_file.span(),
-            "private_key_file is empty".to_owned(),
-            "name the file holding this gateway's private key, e.g. \"office-a.key\"",
-        ));
-    }
-    let private_key_file = src.resolve(written);
-    let private_key = read_private_key_file(&private_key_file).map_err(|e| {
-        key_file_error(
-            src,
-            &raw.private_key_file.span(),
-            "interface: ",
-            "private_key_file",
-            written,
-            &e,
-        )
-    })?;
+    let mtu = check_mtu(raw.mtu.as_ref(), has_ipv6, src)?;
+    let (private_key, private_key_file) = read_private_key(
+        &raw.private_key_file,
+        src,
+        "name the file holding this gateway's private key, e.g. \"office-a.key\"",
+    )?;
 
     Ok(InterfaceConfig {
-        name: name.clone(),
+        name,
         private_key,
         private_key_file,
         listen_port,
         address,
         mtu,
     })
+}
+
+// The checks below are shared with the client's `[interface]` (see `client.rs`); their messages
+// start with `interface: `, the table's name in both files.
+
+/// An `interface: {message}` error for an unacceptable value.
+fn invalid_value(src: &Source<'_>, span: Range<usize>, message: String, fix: &str) -> ConfigError {
+    src.error(
+        &span,
+        ConfigErrorKind::InvalidValue,
+        format!("interface: {message}"),
+        fix,
+    )
+}
+
+/// Checks `name`, the TUN device's name; `example` is a good one for the fix line.
+pub(super) fn check_name(
+    name: &Spanned<String>,
+    src: &Source<'_>,
+    example: &str,
+) -> Result<String, ConfigError> {
+    let text = name.get_ref();
+    match interface_name_problem(text) {
+        None => Ok(text.clone()),
+        Some(problem) => Err(invalid_value(
+            src,
+            name.span(),
+            format!("name {text:?} {problem}"),
+            &format!(
+                "use a short name such as {example:?}: at most 15 bytes, no '/', ':' or whitespace"
+            ),
+        )),
+    }
+}
+
+/// Checks `listen_port`: a UDP port, or 0 for one the system picks.
+pub(super) fn check_listen_port(port: &Spanned<i64>, src: &Source<'_>) -> Result<u16, ConfigError> {
+    let value = *port.get_ref();
+    u16::try_from(value).map_err(|_| {
+        invalid_value(
+            src,
+            port.span(),
+            format!("listen_port {value} is not a UDP port"),
+            "use a port between 1 and 65535 (51820 is WireGuard's usual one), or 0 to let the \
+             system pick one",
+        )
+    })
+}
+
+/// Checks `mtu`, or gives [`DEFAULT_MTU`] when it is absent. `has_ipv6` raises the minimum to
+/// [`MIN_MTU_IPV6`].
+pub(super) fn check_mtu(
+    mtu: Option<&Spanned<i64>>,
+    has_ipv6: bool,
+    src: &Source<'_>,
+) -> Result<u16, ConfigError> {
+    let Some(spanned) = mtu else {
+        return Ok(DEFAULT_MTU);
+    };
+    let min_mtu = if has_ipv6 { MIN_MTU_IPV6 } else { MIN_MTU_IPV4 };
+    let value = *spanned.get_ref();
+    match u16::try_from(value) {
+        Ok(mtu) if (min_mtu..=MAX_MTU).contains(&mtu) => Ok(mtu),
+        _ => {
+            let why = if has_ipv6
+                && (i64::from(MIN_MTU_IPV4)..i64::from(MIN_MTU_IPV6)).contains(&value)
+            {
+                " (IPv6 needs at least 1280, and an address is IPv6)"
+            } else {
+                ""
+            };
+            Err(invalid_value(
+                src,
+                spanned.span(),
+                format!("mtu {value} is outside {min_mtu}..={MAX_MTU}{why}"),
+                &format!(
+                    "set mtu between {min_mtu} and {MAX_MTU}, or remove the line to use \
+                     {DEFAULT_MTU}"
+                ),
+            ))
+        }
+    }
+}
+
+/// Reads the key named by `private_key_file`, resolved against the config file's directory.
+/// `fix_if_empty` says what to write when the value is empty.
+pub(super) fn read_private_key(
+    file: &Spanned<String>,
+    src: &Source<'_>,
+    fix_if_empty: &str,
+) -> Result<(PrivateKey, PathBuf), ConfigError> {
+    let written = file.get_ref();
+    if written.trim().is_empty() {
+        return Err(invalid_value(
+            src,
+            file.span(),
+            "private_key_file is empty".to_owned(),
+            fix_if_empty,
+        ));
+    }
+    let path = src.resolve(written);
+    let key = read_private_key_file(&path).map_err(|e| {
+        key_file_error(
+            src,
+            &file.span(),
+            "interface: ",
+            "private_key_file",
+            written,
+            &e,
+        )
+    })?;
+    Ok((key, path))
 }
 
 /// Why `name` cannot be a Linux interface name, if it cannot.

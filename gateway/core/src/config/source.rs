@@ -10,7 +10,8 @@ use super::{resolve_relative, ConfigError, ConfigErrorKind, SECTIONS};
 
 /// Documentation of one table of the config file, used to explain schema errors.
 ///
-/// Every section module exports one of these; [`SECTIONS`] lists them.
+/// Every section module exports one of these; [`SECTIONS`] lists the gateway config's, and the
+/// client config has its own list.
 pub(super) struct SectionDoc {
     /// The table's key at the top level, e.g. `"interface"`.
     pub(super) table: &'static str,
@@ -38,15 +39,30 @@ impl SectionDoc {
     }
 }
 
-/// The config file being validated: its text and where it lives.
+/// The config file being validated: its text, where it lives, and which tables it may have.
 pub(super) struct Source<'a> {
     text: &'a str,
     path: &'a Path,
+    sections: &'static [&'static SectionDoc],
 }
 
 impl<'a> Source<'a> {
+    /// A gateway config file (its tables are [`SECTIONS`]).
     pub(super) fn new(text: &'a str, path: &'a Path) -> Self {
-        Self { text, path }
+        Self::with_sections(text, path, SECTIONS)
+    }
+
+    /// A config file whose tables are `sections`, which explain its schema errors.
+    pub(super) fn with_sections(
+        text: &'a str,
+        path: &'a Path,
+        sections: &'static [&'static SectionDoc],
+    ) -> Self {
+        Self {
+            text,
+            path,
+            sections,
+        }
     }
 
     /// The config file's path as the caller named it.
@@ -127,7 +143,7 @@ impl<'a> Source<'a> {
                 } else {
                     "top-level key"
                 };
-                let tables: Vec<String> = SECTIONS.iter().map(|s| s.header()).collect();
+                let tables: Vec<String> = self.sections.iter().map(|s| s.header()).collect();
                 return self.error(
                     &span,
                     ConfigErrorKind::UnknownKey,
@@ -157,7 +173,7 @@ impl<'a> Source<'a> {
                 self.header_path(span.start)
             };
             if table.is_empty() {
-                let fix = match find_section(key) {
+                let fix = match self.find_section(key) {
                     Some(section) => format!(
                         "add an {} table with the keys {}",
                         section.header(),
@@ -178,7 +194,7 @@ impl<'a> Source<'a> {
                 );
             }
             let (label, where_) = self.describe(&table, span.start);
-            let fix = match example_for(&table, key) {
+            let fix = match self.example_for(&table, key) {
                 Some(example) => format!("add a line like `{example}` {where_}"),
                 None => format!("add `{key} = ...` {where_}"),
             };
@@ -199,12 +215,12 @@ impl<'a> Source<'a> {
         };
         let (label, where_) = self.describe(&table, span.start);
         let detail = describe_type_error(message);
-        let fix = if table.is_empty() && find_section(&key).is_some_and(|s| s.array) {
+        let fix = if table.is_empty() && self.find_section(&key).is_some_and(|s| s.array) {
             format!("write [[{key}]] (double brackets): there can be several {key}s")
-        } else if table.is_empty() && find_section(&key).is_some() {
+        } else if table.is_empty() && self.find_section(&key).is_some() {
             format!("write `{key}` as a table: a line [{key}] followed by its keys")
         } else {
-            match example_for(&table, &key) {
+            match self.example_for(&table, &key) {
                 Some(example) => format!("write it like `{example}`"),
                 None => format!("check the documentation of the keys {where_}"),
             }
@@ -223,18 +239,19 @@ impl<'a> Source<'a> {
     }
 
     /// A prefix for messages (`interface: `, `peer "office-b": `) and a phrase naming the table
-    /// (`in [interface]`).
+    /// (`in [interface]`). An entry of an array of tables is labelled by its `name` when it has
+    /// one.
     fn describe(&self, table: &[String], offset: usize) -> (String, String) {
         match table {
             [] => (String::new(), "at the top level".to_owned()),
-            [name] if name == "peer" => {
-                let label = match self.peer_name_at(offset) {
-                    Some(peer) => format!("peer {peer:?}: "),
-                    None => "peer: ".to_owned(),
-                };
-                (label, "in [[peer]]".to_owned())
-            }
-            [name] => match find_section(name) {
+            [name] => match self.find_section(name) {
+                Some(section) if section.array => {
+                    let label = match self.entry_name_at(offset) {
+                        Some(entry) => format!("{name} {entry:?}: "),
+                        None => format!("{name}: "),
+                    };
+                    (label, format!("in {}", section.header()))
+                }
                 Some(section) => (format!("{name}: "), format!("in {}", section.header())),
                 None => (format!("{name}: "), format!("in [{name}]")),
             },
@@ -242,6 +259,17 @@ impl<'a> Source<'a> {
                 let joined = path.join(".");
                 (format!("{joined}: "), format!("in [{joined}]"))
             }
+        }
+    }
+
+    fn find_section(&self, table: &str) -> Option<&'static SectionDoc> {
+        self.sections.iter().copied().find(|s| s.table == table)
+    }
+
+    fn example_for(&self, table: &[String], key: &str) -> Option<&'static str> {
+        match table {
+            [name] => self.find_section(name)?.example(key),
+            _ => None,
         }
     }
 
@@ -307,8 +335,9 @@ impl<'a> Source<'a> {
             .unwrap_or_default()
     }
 
-    /// The `name = "..."` of the `[[peer]]` table containing `offset`, if it is written simply.
-    fn peer_name_at(&self, offset: usize) -> Option<String> {
+    /// The `name = "..."` of the `[[peer]]` (or other array entry) containing `offset`, if it is
+    /// written simply.
+    fn entry_name_at(&self, offset: usize) -> Option<String> {
         let header_start = self
             .lines()
             .filter(|(start, line)| *start <= offset && parse_header(line).is_some())
@@ -361,17 +390,6 @@ fn parse_key(line: &str) -> Option<String> {
         .unwrap_or(line.len());
     let (key, rest) = line.split_at(end);
     (!key.is_empty() && rest.trim_start().starts_with('=')).then(|| key.to_owned())
-}
-
-fn find_section(table: &str) -> Option<&'static SectionDoc> {
-    SECTIONS.iter().copied().find(|s| s.table == table)
-}
-
-fn example_for(table: &[String], key: &str) -> Option<&'static str> {
-    match table {
-        [name] => find_section(name)?.example(key),
-        _ => None,
-    }
 }
 
 /// Rewrites serde's "invalid type: string \"1\", expected i64" in the config's vocabulary.
