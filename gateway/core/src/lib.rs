@@ -15,6 +15,7 @@
 pub mod config;
 pub mod control;
 pub mod counters;
+pub mod export;
 pub mod gateway;
 pub mod keys;
 pub mod lease;
