@@ -19,6 +19,7 @@ pub mod export;
 pub mod gateway;
 pub mod keys;
 pub mod lease;
+pub mod nat;
 pub mod peer;
 pub mod ratelimit;
 pub mod routing;
