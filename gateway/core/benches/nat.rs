@@ -11,8 +11,8 @@
 //!   (port allocation on a 62-address pool) and a new session.
 //! - Before the timed groups, the memory of 1 000 000 sessions is printed: bytes allocated per
 //!   session as a counting allocator sees them, and as `Nat::heap_bytes` computes them, for
-//!   one session per mapping (the worst case) under port-restricted cone, full cone and
-//!   symmetric NAT, and for four sessions per mapping under port-restricted cone.
+//!   one session per mapping (the worst case) under port-restricted cone, full cone,
+//!   restricted cone and symmetric NAT, and for four sessions per mapping under port-restricted cone.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -113,6 +113,11 @@ fn memory_report() {
             1,
         ),
         ("full cone, 1 session/mapping", "preset = \"full-cone\"", 1),
+        (
+            "restricted cone, 1 session/mapping",
+            "preset = \"restricted-cone\"",
+            1,
+        ),
         ("symmetric, 1 session/mapping", "preset = \"symmetric\"", 1),
         (
             "port-restricted cone, 4 sessions/mapping",

@@ -2,11 +2,13 @@
 //! one remote endpoint) that use them, with the indices the packet path looks them up by.
 //!
 //! Sizes are kept small because a gateway may hold a million sessions: a [`Session`] is 16 bytes,
-//! a [`Mapping`] 24, and keys are four `u32`s. Per session there are two index entries (inside
-//! 5-tuple and outside 5-tuple); per mapping one more for endpoint-independent or
-//! address-dependent mapping (inside endpoint) and one for endpoint-independent or
-//! address-dependent filtering (external endpoint). Address-dependent filtering also counts, per
-//! mapping and remote address, the sessions that permit it.
+//! a [`Mapping`] 24, and flow keys are four `u32`s. Per session there is an index entry by its
+//! inside 5-tuple, and one by its outside 5-tuple when its mapping's filter is
+//! address-and-port-dependent (or it is a forward). Per mapping there is one more entry for
+//! endpoint-independent or address-dependent mapping (by inside endpoint) and one for
+//! endpoint-independent or address-dependent filtering (by external endpoint; inbound packets
+//! find their session through it and the inside index). Address-dependent filtering also
+//! counts, per mapping and remote address, the sessions that permit it.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -66,12 +68,23 @@ impl FlowKey {
     }
 }
 
-fn ext_key(proto: Proto, ext: Ep) -> u64 {
-    u64::from(proto as u8) << 48 | u64::from(u32::from(ext.addr)) << 16 | u64::from(ext.port)
+/// An external endpoint: address, and protocol with port (8 bytes, 4-aligned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ExtKey(u32, u32);
+
+fn ext_key(proto: Proto, ext: Ep) -> ExtKey {
+    ExtKey(
+        u32::from(ext.addr),
+        u32::from(proto as u8) << 16 | u32::from(ext.port),
+    )
 }
 
-fn permit_key(mapping: u32, remote: Ipv4Addr) -> u64 {
-    u64::from(mapping) << 32 | u64::from(u32::from(remote))
+/// A mapping and a remote address it has a session with (address-dependent filtering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PermitKey(u32, u32);
+
+fn permit_key(mapping: u32, remote: Ipv4Addr) -> PermitKey {
+    PermitKey(mapping, u32::from(remote))
 }
 
 /// A binding of an inside endpoint to an external endpoint.
@@ -247,8 +260,8 @@ pub(crate) struct Table {
     out: Map<FlowKey, u32>,
     inb: Map<FlowKey, u32>,
     by_int: Map<FlowKey, u32>,
-    by_ext: Map<u64, u32>,
-    permits: Map<u64, u32>,
+    by_ext: Map<ExtKey, u32>,
+    permits: Map<PermitKey, u32>,
     host_ports: Map<u32, u32>,
 }
 
@@ -271,9 +284,17 @@ impl Table {
         self.out.get(&FlowKey::new(proto, int, remote)).copied()
     }
 
-    /// The session of an inbound flow.
+    /// The session of an inbound flow: from the outside index, or (for mappings indexed by
+    /// their external endpoint, whose sessions are not in it) through the mapping's inside
+    /// endpoint.
     pub(crate) fn session_in(&self, proto: Proto, ext: Ep, remote: Ep) -> Option<u32> {
-        self.inb.get(&FlowKey::new(proto, ext, remote)).copied()
+        if let Some(id) = self.inb.get(&FlowKey::new(proto, ext, remote)) {
+            return Some(*id);
+        }
+        let mapping = *self.by_ext.get(&ext_key(proto, ext))?;
+        let m = self.mappings.get(mapping)?;
+        let id = *self.out.get(&FlowKey::new(proto, m.int(), remote))?;
+        (self.sessions.get(id)?.mapping == mapping).then_some(id)
     }
 
     /// The mapping an inside endpoint has for `remote` under behaviour `dep`.
@@ -344,7 +365,9 @@ impl Table {
             state,
         });
         self.out.insert(FlowKey::new(m.proto, m.int(), remote), id);
-        self.inb.insert(FlowKey::new(m.proto, m.ext(), remote), id);
+        if !m.by_ext() {
+            self.inb.insert(FlowKey::new(m.proto, m.ext(), remote), id);
+        }
         if m.filtering() == Dependency::AddressDependent {
             *self
                 .permits
@@ -359,7 +382,9 @@ impl Table {
         let s = self.sessions.remove(id)?;
         let m = *self.mappings.get(s.mapping)?;
         self.out.remove(&FlowKey::new(s.proto, m.int(), s.remote()));
-        self.inb.remove(&FlowKey::new(s.proto, m.ext(), s.remote()));
+        if !m.by_ext() {
+            self.inb.remove(&FlowKey::new(s.proto, m.ext(), s.remote()));
+        }
         if m.filtering() == Dependency::AddressDependent {
             let key = permit_key(s.mapping, s.remote().addr);
             if let Some(n) = self.permits.get_mut(&key) {

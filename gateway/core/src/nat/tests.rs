@@ -806,6 +806,29 @@ fn address_dependent_mapping() {
 }
 
 #[test]
+fn address_dependent_mapping_with_open_filter_keeps_flows_apart() {
+    let mut h = Harness::new(&config(
+        "[[masquerade]]\npool = [\"203.0.113.1\"]\nmapping = \"address-dependent\"\nfiltering = \"endpoint-independent\"\n",
+    ));
+    let a = h.out_ok(udp(HOST, "198.51.100.1:1000"), 0);
+    let b = h.out_ok(udp(HOST, "198.51.100.2:1000"), 0);
+    assert_ne!(a, b);
+    // The second remote answers on its own mapping, not on the first one's port (the inside
+    // endpoint already has that flow, through the other mapping).
+    let from2 = |to: SocketAddrV4| udp("198.51.100.2:1000", &to.to_string());
+    assert_eq!(
+        h.inb(from2(b), 1),
+        (Verdict::Forward, udp("198.51.100.2:1000", HOST))
+    );
+    assert_eq!(h.inb(from2(a), 1).0, Verdict::Drop(DropReason::Filtered));
+    // Anyone else may use either (endpoint-independent filtering).
+    assert_eq!(
+        h.inb(udp("198.51.100.3:9", &a.to_string()), 1).0,
+        Verdict::Forward
+    );
+}
+
+#[test]
 fn udp_zero_checksum_stays_zero() {
     let mut h = Harness::new(&masq("full-cone"));
     let mut p = udp(HOST, REMOTE);
