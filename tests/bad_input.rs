@@ -489,15 +489,13 @@ fn wg_socket(iface: &str) -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The forged-response check (a known gateway bug; run with `-- --ignored`)
+// The forged-response check
 
 /// Anyone can compute mac1 for the gateway's key, and handshake *responses* bypass the
 /// per-source limit on initiations. A stream of forged responses (random contents, valid mac1,
 /// receiver index aimed at office-b's peer slot) from one address puts the gateway under load;
 /// it must then still send the forger nothing and keep office-b's endpoint.
 #[test]
-#[ignore = "gateway bug: under load, forged handshake responses get cookie replies and move the \
-            peer's endpoint to the forger (see the report of this test's author)"]
 fn forged_responses_get_no_reply_and_do_not_move_the_endpoint() {
     if !skip_unless_root_and(TOOLS) {
         return;

@@ -40,6 +40,8 @@ pub trait Sink {
 pub const HANDSHAKE_RATE_LIMIT: u64 = 100;
 /// How often the tunnels' timers are serviced.
 pub const TIMER_TICK: Duration = Duration::from_millis(250);
+/// WireGuard's cookie reply message type.
+const COOKIE_REPLY_TYPE: u8 = 3;
 /// Largest datagram or inner packet handled, plus WireGuard's overhead.
 const BUF_LEN: usize = 65_535 + 64;
 
@@ -267,6 +269,7 @@ impl Gateway {
                 return;
             }
         };
+        let is_init = matches!(packet, Packet::HandshakeInit(_));
         let id = match packet {
             Packet::HandshakeInit(ref init) => {
                 match self.identify_initiator(src, datagram, init, now, sink) {
@@ -285,6 +288,23 @@ impl Gateway {
         let mut result = peer
             .tunn
             .decapsulate(Some(src.ip()), datagram, &mut self.buf);
+        // Under load, boringtun answers a handshake message lacking mac2 with a cookie reply
+        // (message type 3) before authenticating it: that proves nothing about the sender, so it
+        // neither moves the endpoint nor flushes queued packets.
+        if let TunnResult::WriteToNetwork(ref out) = result {
+            if out.first() == Some(&COOKIE_REPLY_TYPE) {
+                if is_init {
+                    self.counters.cookie_replies_sent += 1;
+                    sink.send_to(src, out);
+                } else {
+                    // A handshake response under load: anyone can forge mac1, so a cookie
+                    // here would answer an unauthenticated sender. Drop it; our own
+                    // initiation is retried and completes once the load has passed.
+                    self.counters.handshake_rate_limited += 1;
+                }
+                return;
+            }
+        }
         if !matches!(result, TunnResult::Err(_)) && peer.endpoint != Some(src) {
             debug!(peer = %peer.spec.name, old = ?peer.endpoint, new = %src, "endpoint changed");
             peer.endpoint = Some(src);
