@@ -2,9 +2,10 @@
 //! the message, plus the configs that must load.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ipnet::IpNet;
+mod support;
+
 use rand_core::OsRng;
 use sitelink_core::config::{ConfigError, ConfigErrorKind, GatewayConfig, DEFAULT_MTU};
 use sitelink_core::keys::{write_secret_file, PresharedKey, PrivateKey, PublicKey};
@@ -20,14 +21,7 @@ struct Site {
 
 impl Site {
     fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sitelink-config-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
+        let dir = support::fresh_dir("sitelink-config-test");
         let own = PrivateKey::generate(&mut OsRng);
         write_secret_file(&dir.join("a.key"), &format!("{}\n", own.to_base64())).expect("a.key");
         let psk = PresharedKey::generate(&mut OsRng);
@@ -69,25 +63,7 @@ impl Site {
         kind: ConfigErrorKind,
         words: &[&str],
     ) -> ConfigError {
-        let err = match self.load(lines) {
-            Ok(config) => panic!("config should fail, got {config:#?}"),
-            Err(e) => e,
-        };
-        let text = err.to_string();
-        eprintln!("{text}\n");
-        assert_eq!(err.line(), Some(line), "wrong line in:\n{text}");
-        assert_eq!(err.kind(), kind, "wrong kind for:\n{text}");
-        let prefix = format!("{}:{line}: ", self.config_path().display());
-        assert!(
-            text.starts_with(&prefix),
-            "no `file:line: ` prefix in:\n{text}"
-        );
-        assert!(text.contains("\n  fix: "), "no fix line in:\n{text}");
-        assert!(!err.fix().is_empty(), "empty fix in:\n{text}");
-        for word in words {
-            assert!(text.contains(word), "{word:?} missing from:\n{text}");
-        }
-        err
+        support::expect_config_error(self.load(lines), &self.config_path(), line, kind, words)
     }
 }
 
