@@ -8,10 +8,12 @@
 //! - [`config`]: the gateway's TOML config, with `file:line` errors.
 //! - [`routing`]: longest-prefix match from inner addresses to peers.
 //! - [`peer`], [`gateway`]: WireGuard tunnels (boringtun `Tunn`) and the data plane.
+//! - [`access`]: remote-worker access — control server + lease pool driving the peer table.
 //! - [`ratelimit`]: per-source limits on handshake initiations.
 //! - [`counters`]: what the data plane dropped, and why.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod config;
 pub mod control;
 pub mod counters;

@@ -30,7 +30,7 @@ pub mod session;
 pub mod wire;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -196,6 +196,24 @@ impl Gateway {
         true
     }
 
+    /// Points the peer with `key` at `endpoint` (e.g. where its authenticated control packets
+    /// came from, which is the same NAT mapping its tunnel uses). Returns whether it exists.
+    pub fn set_peer_endpoint(&mut self, key: &PublicKey, endpoint: SocketAddr) -> bool {
+        let Some(&id) = self.by_key.get(key) else {
+            return false;
+        };
+        match self.peers.get_mut(id as usize).and_then(Option::as_mut) {
+            Some(peer) => {
+                if peer.endpoint != Some(endpoint) {
+                    debug!(peer = %peer.spec.name, old = ?peer.endpoint, new = %endpoint, "endpoint set");
+                    peer.endpoint = Some(endpoint);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     fn peer_name(&self, id: PeerId) -> String {
         self.peers
             .get(id as usize)
