@@ -68,6 +68,11 @@ pub struct NatConfig {
     /// Most ICMP errors the NAT sends per second (the rest are not sent, and counted).
     #[serde(default = "default_icmp_reply_rate")]
     pub icmp_reply_rate: u32,
+    /// External ports (and ICMP query ids) masquerade mappings use, `"lo-hi"`; unset: 1-1023
+    /// for inside ports below 1024 and 1024-65535 for the others (RFC 4787 REQ-3). Set it when
+    /// the pool addresses are also used by local services, so NAT ports and theirs stay apart.
+    #[serde(default)]
+    pub port_range: Option<PortRange>,
 }
 
 impl Default for NatConfig {
@@ -82,6 +87,7 @@ impl Default for NatConfig {
             port_reuse_delay: default_port_reuse_delay(),
             reply_source: None,
             icmp_reply_rate: default_icmp_reply_rate(),
+            port_range: None,
         }
     }
 }
@@ -117,6 +123,11 @@ pub struct MasqueradeRule {
     /// Inside source prefixes (or single addresses) the rule applies to; empty: every source.
     #[serde(default)]
     pub source: Vec<Prefix>,
+    /// Destination prefixes the rule applies to; empty: every destination. With it, flows to
+    /// different places can leave from different addresses (a LAN address towards the LAN, the
+    /// WAN address towards the internet).
+    #[serde(default)]
+    pub destination: Vec<Prefix>,
     /// External addresses: single addresses or prefixes (a prefix shorter than /31 loses its
     /// network and broadcast addresses). An inside host keeps one address while it has ports.
     pub pool: Vec<Prefix>,
@@ -304,6 +315,43 @@ impl FromStr for ForwardTarget {
     }
 }
 
+/// An inclusive range of ports, written `"20000-29999"` (or one port, `"5000"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PortRange {
+    /// The first port.
+    pub lo: u16,
+    /// The last port.
+    pub hi: u16,
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a port range like \"20000-29999\"");
+        let (lo, hi) = match s.split_once('-') {
+            Some((lo, hi)) => (lo.trim(), hi.trim()),
+            None => (s.trim(), s.trim()),
+        };
+        let lo: u16 = lo.parse().map_err(|_| bad())?;
+        let hi: u16 = hi.parse().map_err(|_| bad())?;
+        Ok(Self { lo, hi })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.lo, self.hi)
+    }
+}
+
 /// What is wrong with a `[nat]` section.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NatConfigError {
@@ -366,6 +414,9 @@ pub enum NatConfigError {
         /// The requirement.
         rfc: &'static str,
     },
+    /// `port_range` is empty or includes port 0.
+    #[error("port_range {0} must be within 1-65535 with the first port not above the last")]
+    PortRange(PortRange),
     /// `session_limit` is 0 or above what session indices allow.
     #[error("session_limit must be between 1 and {max}")]
     SessionLimit {
@@ -415,6 +466,9 @@ impl NatConfig {
             if f.external_port == 0 || f.to.port == Some(0) {
                 return Err(NatConfigError::ForwardPortZero { rule: i });
             }
+            if f.external_addr.is_none() && self.masquerade.is_empty() {
+                return Err(NatConfigError::ForwardNeedsAddress { rule: i });
+            }
             for (j, g) in self.forward[..i].iter().enumerate() {
                 let same_addr = match (f.external_addr, g.external_addr) {
                     (Some(a), Some(b)) => a == b,
@@ -440,6 +494,11 @@ impl NatConfig {
                     min,
                     rfc,
                 });
+            }
+        }
+        if let Some(r) = self.port_range {
+            if r.lo == 0 || r.lo > r.hi {
+                return Err(NatConfigError::PortRange(r));
             }
         }
         if self.session_limit == 0 || self.session_limit > MAX_SESSIONS {
@@ -578,8 +637,25 @@ mod tests {
             NatConfigError::PresetAndBehaviour { rule: 0 }
         ));
         assert!(matches!(
-            bad("[[forward]]\nproto = \"tcp\"\nexternal_port = 80\nto = \"10.0.0.1\"\n[[forward]]\nproto = \"tcp\"\nexternal_port = 80\nto = \"10.0.0.2\""),
+            bad("[[masquerade]]\npool = [\"1.2.3.4\"]\n[[forward]]\nproto = \"tcp\"\nexternal_port = 80\nto = \"10.0.0.1\"\n[[forward]]\nproto = \"tcp\"\nexternal_port = 80\nto = \"10.0.0.2\""),
             NatConfigError::ForwardConflict(0, 1)
         ));
+        assert!(matches!(
+            bad("[[forward]]\nproto = \"tcp\"\nexternal_port = 80\nto = \"10.0.0.1\""),
+            NatConfigError::ForwardNeedsAddress { rule: 0 }
+        ));
+        assert!(matches!(
+            bad("port_range = \"3000-2000\""),
+            NatConfigError::PortRange(_)
+        ));
+        assert!(parse("port_range = \"3000-x\"").is_err());
+        let c = parse("port_range = \"61000-65535\"").expect("parses");
+        assert_eq!(
+            c.port_range,
+            Some(PortRange {
+                lo: 61000,
+                hi: 65535
+            })
+        );
     }
 }

@@ -121,7 +121,10 @@ impl Nat {
     fn icmp_error_is_ours(&self, h: &Headers, dir: Direction) -> bool {
         match dir {
             Direction::In => self.rules.is_external(Ipv4Addr::from(h.dst)),
-            Direction::Out => self.rules.masquerade_for(Ipv4Addr::from(h.src)).is_some(),
+            Direction::Out => self
+                .rules
+                .masquerade_for(Ipv4Addr::from(h.src), Ipv4Addr::from(h.dst))
+                .is_some(),
         }
     }
 }

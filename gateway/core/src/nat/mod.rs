@@ -67,7 +67,7 @@ use tracing::{debug, trace};
 
 pub use config::{
     Dependency, ForwardProto, ForwardTarget, MasqueradeRule, NatConfig, NatConfigError, NetmapRule,
-    PortForward, Prefix, Preset, Timeouts, MAX_SESSIONS,
+    PortForward, PortRange, Prefix, Preset, Timeouts, MAX_SESSIONS,
 };
 pub use counters::{Drops, NatCounters};
 pub use packet::Proto;
@@ -237,7 +237,8 @@ impl Nat {
             .enumerate()
             .map(|(i, a)| (*a, i as u32))
             .collect();
-        let ports = PortSpaces::new(rules.pool.clone(), reservations, rules.port_reuse_delay);
+        let ports = PortSpaces::new(rules.pool.clone(), reservations, rules.port_reuse_delay)
+            .with_range(config.port_range.map(|r| (r.lo, r.hi)));
         Ok(Self {
             table: Table::new(&hasher),
             rules,
@@ -372,7 +373,7 @@ impl Nat {
             packet::rewrite(packet, h.ihl, l4_of(h), Side::Src, mapped.octets(), None);
             return Ok(Outcome::Translated);
         }
-        let Some(rule) = self.rules.masquerade_for(src) else {
+        let Some(rule) = self.rules.masquerade_for(src, dst) else {
             return Ok(Outcome::Untouched);
         };
         if h.fragmented {

@@ -81,6 +81,8 @@ pub(crate) struct PortSpaces {
     /// Released ports and the second they become free, oldest first.
     held: VecDeque<(u32, u16, u32)>,
     reuse_delay: u32,
+    /// A configured range every mapping takes its port from, instead of [`range_for`].
+    range: Option<(u16, u16)>,
 }
 
 impl PortSpaces {
@@ -96,7 +98,14 @@ impl PortSpaces {
             reservations,
             held: VecDeque::new(),
             reuse_delay,
+            range: None,
         }
+    }
+
+    /// Takes every port from `range` (inclusive) instead of the well-known/ephemeral split.
+    pub(crate) fn with_range(mut self, range: Option<(u16, u16)>) -> Self {
+        self.range = range.map(|(lo, hi)| (lo.max(1), hi.max(lo.max(1))));
+        self
     }
 
     /// The pool address with this index.
@@ -129,9 +138,9 @@ impl PortSpaces {
         preferred: u16,
         hint: u16,
     ) -> Option<u16> {
-        let (lo, hi) = range_for(preferred);
+        let (lo, hi) = self.range.unwrap_or_else(|| range_for(preferred));
         let b = self.space(pool, proto);
-        let port = if preferred != 0 && !b.get(preferred) {
+        let port = if (lo..=hi).contains(&preferred) && !b.get(preferred) {
             Some(preferred)
         } else {
             let start = lo + hint % (hi - lo + 1);
@@ -224,6 +233,14 @@ mod tests {
         assert_eq!(s.expire(129), 0);
         assert_eq!(s.expire(130), 1);
         assert_eq!(s.allocate(0, Proto::Udp, 5000, 0), Some(5000));
+    }
+
+    #[test]
+    fn configured_range_holds_every_port() {
+        let mut s = spaces(0).with_range(Some((20000, 20001)));
+        assert_eq!(s.allocate(0, Proto::Udp, 20001, 0), Some(20001));
+        assert_eq!(s.allocate(0, Proto::Udp, 53, 0), Some(20000));
+        assert_eq!(s.allocate(0, Proto::Udp, 40000, 5), None);
     }
 
     #[test]

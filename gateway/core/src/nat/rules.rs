@@ -16,6 +16,7 @@ use super::ports::Reservation;
 #[derive(Debug, Clone)]
 pub(crate) struct Masquerade {
     pub(crate) sources: Vec<Ipv4Net>,
+    pub(crate) destinations: Vec<Ipv4Net>,
     pub(crate) pool: Vec<u32>,
     pub(crate) mapping: Dependency,
     pub(crate) filtering: Dependency,
@@ -71,6 +72,7 @@ impl Rules {
             let (mapping, filtering) = m.behaviour();
             masquerade.push(Masquerade {
                 sources: m.source.iter().map(|p| p.0.trunc()).collect(),
+                destinations: m.destination.iter().map(|p| p.0.trunc()).collect(),
                 pool: indices,
                 mapping,
                 filtering,
@@ -135,11 +137,13 @@ impl Rules {
             .map(|(real, mapped)| rehost(dst, *mapped, *real))
     }
 
-    /// The masquerade rule for an inside source, if any.
-    pub(crate) fn masquerade_for(&self, src: Ipv4Addr) -> Option<usize> {
+    /// The masquerade rule for a flow from inside `src` to `dst`, if any.
+    pub(crate) fn masquerade_for(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Option<usize> {
+        let within =
+            |nets: &[Ipv4Net], a: Ipv4Addr| nets.is_empty() || nets.iter().any(|n| n.contains(&a));
         self.masquerade
             .iter()
-            .position(|m| m.sources.is_empty() || m.sources.iter().any(|s| s.contains(&src)))
+            .position(|m| within(&m.sources, src) && within(&m.destinations, dst))
     }
 
     /// The forward for a packet to `dst:port`.

@@ -902,3 +902,45 @@ fn poll_timeout_and_listing() {
     h.tick(240 + 120);
     assert_eq!(h.nat.poll_timeout(), None);
 }
+
+#[test]
+fn masquerade_destination_picks_the_pool() {
+    let c = config(
+        "[[masquerade]]\nsource = [\"10.77.100.0/24\"]\ndestination = [\"192.168.10.0/24\"]\npool = [\"192.168.10.1\"]\n\
+         [[masquerade]]\nsource = [\"10.77.100.0/24\"]\npool = [\"198.51.100.1\"]\n",
+    );
+    let mut h = Harness::new(&c);
+    let lan = h.out_ok(udp("10.77.100.50:5000", "192.168.10.10:53"), 0);
+    assert_eq!(*lan.ip(), Ipv4Addr::new(192, 168, 10, 1));
+    let wan = h.out_ok(udp("10.77.100.50:5001", "203.0.113.9:53"), 0);
+    assert_eq!(*wan.ip(), Ipv4Addr::new(198, 51, 100, 1));
+    // Other sources are not masqueraded.
+    let (v, _) = h.out(udp("10.77.0.2:5000", "203.0.113.9:53"), 0);
+    assert_eq!(v, Verdict::Pass);
+}
+
+#[test]
+fn port_range_holds_every_mapping() {
+    let mut c = masq("symmetric");
+    c.port_range = Some(PortRange {
+        lo: 61000,
+        hi: 61001,
+    });
+    let mut h = Harness::new(&c);
+    let a = h.out_ok(udp(HOST, "198.51.100.7:53"), 0);
+    let b = h.out_ok(udp("192.168.1.10:53", "198.51.100.8:53"), 0);
+    let mut ports = [a.port(), b.port()];
+    ports.sort_unstable();
+    assert_eq!(ports, [61000, 61001]);
+    let (v, _) = h.out(udp(HOST, "198.51.100.9:53"), 0);
+    assert!(
+        matches!(
+            v,
+            Verdict::Reply {
+                reason: DropReason::PortsExhausted,
+                ..
+            }
+        ),
+        "{v:?}"
+    );
+}
