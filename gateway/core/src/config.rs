@@ -47,6 +47,7 @@ mod interface;
 mod peer;
 mod pool;
 mod source;
+mod traversal;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,7 @@ pub use interface::{
     InterfaceConfig, DEFAULT_MTU, MAX_MTU, MAX_NAME_LEN, MIN_MTU_IPV4, MIN_MTU_IPV6,
 };
 pub use peer::PeerConfig;
+pub use traversal::{TraversalConfig, DEFAULT_STUN_PORT, MAX_STUN_SERVERS};
 
 use crate::keys::KeyError;
 use source::{SectionDoc, Source};
@@ -73,6 +75,7 @@ const SECTIONS: &[&SectionDoc] = &[
     &peer::DOC,
     &pool::POOL_DOC,
     &pool::CLIENT_DOC,
+    &traversal::DOC,
 ];
 
 /// A validated gateway config.
@@ -90,6 +93,8 @@ pub struct GatewayConfig {
     /// `[[client]]`, in file order: the remote-worker clients known by name. Empty without a
     /// `[pool]`.
     pub clients: Vec<crate::lease::ClientEntry>,
+    /// `[traversal]`: STUN servers, UPnP and rendezvous; the defaults when the table is absent.
+    pub traversal: TraversalConfig,
 }
 
 /// The whole file as written, before validation.
@@ -103,6 +108,8 @@ struct RawGatewayConfig {
     pool: Option<Spanned<pool::RawPool>>,
     #[serde(default)]
     client: Vec<Spanned<pool::RawClient>>,
+    #[serde(default)]
+    traversal: Option<Spanned<traversal::RawTraversal>>,
 }
 
 impl GatewayConfig {
@@ -129,12 +136,14 @@ impl GatewayConfig {
         let interface = interface::validate(raw.interface, &src)?;
         let peers = peer::validate_all(raw.peer, &src, &interface.private_key.public_key())?;
         let (pool, clients) = pool::validate(raw.pool, raw.client, &src, &interface, &peers)?;
+        let traversal = traversal::validate(raw.traversal, &src, traversal::Role::Gateway)?;
         Ok(Self {
             path: path.to_owned(),
             interface,
             peers,
             pool,
             clients,
+            traversal,
         })
     }
 }

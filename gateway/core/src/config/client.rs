@@ -41,6 +41,7 @@ use toml::Spanned;
 use super::endpoint::{self, Parsed};
 use super::interface::{check_listen_port, check_mtu, check_name, read_private_key};
 use super::source::{SectionDoc, Source};
+use super::traversal::{self, TraversalConfig};
 use super::{ConfigError, ConfigErrorKind};
 use crate::keys::{PrivateKey, PublicKey};
 
@@ -62,6 +63,9 @@ pub struct ClientConfig {
     /// `[[gateway]]`, in file order: the gateways to lease an address from. At least one; names
     /// and public keys are unique.
     pub gateways: Vec<ClientGatewayConfig>,
+    /// `[traversal]`: STUN servers and UPnP (no `rendezvous`: only a gateway offers it); the
+    /// defaults when the table is absent.
+    pub traversal: TraversalConfig,
 }
 
 /// The client's `[interface]` table: its own side of the tunnels.
@@ -211,6 +215,8 @@ struct RawClientConfig {
     interface: Spanned<RawClientInterface>,
     #[serde(default)]
     gateway: Vec<Spanned<RawGateway>>,
+    #[serde(default)]
+    traversal: Option<Spanned<traversal::RawTraversal>>,
 }
 
 /// The client's `[interface]` as written, before validation.
@@ -270,7 +276,7 @@ const GATEWAY_DOC: SectionDoc = SectionDoc {
 };
 
 /// Every table of the client's config file, for explaining schema errors.
-const SECTIONS: &[&SectionDoc] = &[&INTERFACE_DOC, &GATEWAY_DOC];
+const SECTIONS: &[&SectionDoc] = &[&INTERFACE_DOC, &GATEWAY_DOC, &traversal::DOC];
 
 impl ClientConfig {
     /// Reads and validates the client config file at `path` and the private key file it names.
@@ -303,10 +309,12 @@ impl ClientConfig {
             ));
         }
         let gateways = validate_gateways(raw.gateway, &src, &interface.private_key.public_key())?;
+        let traversal = traversal::validate(raw.traversal, &src, traversal::Role::Client)?;
         Ok(Self {
             path: path.to_owned(),
             interface,
             gateways,
+            traversal,
         })
     }
 }
