@@ -44,6 +44,7 @@ mod client;
 mod endpoint;
 mod error;
 mod interface;
+mod nat;
 mod peer;
 mod pool;
 mod source;
@@ -75,6 +76,7 @@ const SECTIONS: &[&SectionDoc] = &[
     &peer::DOC,
     &pool::POOL_DOC,
     &pool::CLIENT_DOC,
+    &nat::DOC,
     &traversal::DOC,
 ];
 
@@ -93,6 +95,9 @@ pub struct GatewayConfig {
     /// `[[client]]`, in file order: the remote-worker clients known by name. Empty without a
     /// `[pool]`.
     pub clients: Vec<crate::lease::ClientEntry>,
+    /// `[nat]`: NAT rules between the tunnels and the TUN device; `None` when absent. See
+    /// [`crate::nat::NatConfig`] for each key.
+    pub nat: Option<crate::nat::NatConfig>,
     /// `[traversal]`: STUN servers, UPnP and rendezvous; the defaults when the table is absent.
     pub traversal: TraversalConfig,
 }
@@ -108,6 +113,8 @@ struct RawGatewayConfig {
     pool: Option<Spanned<pool::RawPool>>,
     #[serde(default)]
     client: Vec<Spanned<pool::RawClient>>,
+    #[serde(default)]
+    nat: Option<Spanned<crate::nat::NatConfig>>,
     #[serde(default)]
     traversal: Option<Spanned<traversal::RawTraversal>>,
 }
@@ -136,6 +143,7 @@ impl GatewayConfig {
         let interface = interface::validate(raw.interface, &src)?;
         let peers = peer::validate_all(raw.peer, &src, &interface.private_key.public_key())?;
         let (pool, clients) = pool::validate(raw.pool, raw.client, &src, &interface, &peers)?;
+        let nat = nat::validate(raw.nat, &src)?;
         let traversal = traversal::validate(raw.traversal, &src, traversal::Role::Gateway)?;
         Ok(Self {
             path: path.to_owned(),
@@ -143,6 +151,7 @@ impl GatewayConfig {
             peers,
             pool,
             clients,
+            nat,
             traversal,
         })
     }
