@@ -6,7 +6,8 @@
 //! - [`Daemon`]: a process in a namespace, killed by PID on drop, log tail printed on panic;
 //! - [`bins`], [`config`], [`status`]: the sitelink binaries, their config files and status JSON;
 //! - [`TwoOffices`]: topology + keys + configs + both gateways, what most tests start from;
-//! - [`traffic`]: ping and a checksummed TCP transfer between namespaces.
+//! - [`traffic`]: ping and a checksummed TCP transfer between namespaces;
+//! - [`workers`]: a home NAT router with remote workers running `sitelink-client` (issue #3).
 //!
 //! Tests that need root, `ip` or `/dev/net/tun` call [`skip_unless_root`] first and pass with a
 //! printed reason when those are missing. Everything a test creates carries a name unique to the
@@ -25,6 +26,7 @@ pub(crate) mod sites;
 pub(crate) mod status;
 pub(crate) mod topology;
 pub(crate) mod traffic;
+pub(crate) mod workers;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
