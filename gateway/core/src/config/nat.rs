@@ -23,7 +23,10 @@ pub(super) const DOC: SectionDoc = SectionDoc {
     table: "nat",
     array: false,
     examples: &[
-        ("netmap", "[[nat.netmap]] with real = \"192.168.1.0/24\" and mapped = \"10.10.1.0/24\""),
+        (
+            "netmap",
+            "[[nat.netmap]] with real = \"192.168.1.0/24\" and mapped = \"10.10.1.0/24\"",
+        ),
         (
             "masquerade",
             "[[nat.masquerade]] with source = [\"10.77.100.0/24\"] and pool = [\"192.168.10.1\"]",
@@ -80,7 +83,12 @@ pub(super) fn validate(
         Err(e) => {
             let locate: Locate = src.deserialize().unwrap_or_default();
             let at = locate_error(&e, &config, locate.nat.unwrap_or_default()).unwrap_or(span);
-            Err(src.error(&at, ConfigErrorKind::InvalidValue, format!("nat: {e}"), fix(&e)))
+            Err(src.error(
+                &at,
+                ConfigErrorKind::InvalidValue,
+                format!("nat: {e}"),
+                fix(&e),
+            ))
         }
     }
 }
@@ -178,14 +186,19 @@ mod tests {
     fn errors_name_the_rule_line() {
         let text = "[nat]\nsession_limit = 10\n\n[[nat.netmap]]\nreal = \"192.168.1.0/24\"\nmapped = \"10.10.1.0/24\"\n\n[[nat.netmap]]\nreal = \"192.168.2.0/24\"\nmapped = \"10.10.2.0/16\"\n";
         let e = check(text).expect_err("invalid").to_string();
-        assert!(e.starts_with("gw.toml:9:") || e.starts_with("gw.toml:8:"), "{e}");
+        assert!(
+            e.starts_with("gw.toml:9:") || e.starts_with("gw.toml:8:"),
+            "{e}"
+        );
         assert!(e.contains("same prefix length"), "{e}");
 
         let text = "[[nat.masquerade]]\npool = [\"1.2.3.4\"]\n[[nat.forward]]\nproto = \"tcp\"\nexternal_port = 0\nto = \"10.0.0.1\"\n";
         let e = check(text).expect_err("invalid").to_string();
         assert!(e.contains(":4:") || e.contains(":3:"), "{e}");
 
-        let e = check("[nat.timeouts]\nudp = 10\n").expect_err("invalid").to_string();
+        let e = check("[nat.timeouts]\nudp = 10\n")
+            .expect_err("invalid")
+            .to_string();
         assert!(e.contains("at least 120"), "{e}");
     }
 

@@ -28,6 +28,8 @@ use crate::peer::{Peer, PeerSpec, PeerStatus};
 use crate::ratelimit::SourceRateLimiter;
 use crate::routing::PrefixTable;
 
+pub mod nat;
+
 /// Where the gateway's output goes. Implemented by the I/O driver (and by tests).
 pub trait Sink {
     /// Send `datagram` to `dst` from the gateway's UDP socket.
@@ -109,6 +111,7 @@ pub struct Gateway {
     next_tick: Instant,
     next_second: Instant,
     buf: Box<[u8]>,
+    nat: Option<Box<nat::GatewayNat>>,
 }
 
 impl Gateway {
@@ -132,6 +135,7 @@ impl Gateway {
             next_tick: now + TIMER_TICK,
             next_second: now + Duration::from_secs(1),
             buf: vec![0u8; BUF_LEN].into_boxed_slice(),
+            nat: None,
         }
     }
 
@@ -241,10 +245,44 @@ impl Gateway {
         }
     }
 
+    /// Turns on the `[nat]` rules (see [`nat`] for where they apply), replacing any before.
+    /// `seed` keys the engines' hashing and port choice (pass a random value).
+    pub fn set_nat(
+        &mut self,
+        config: &crate::nat::NatConfig,
+        seed: u64,
+        now: Instant,
+    ) -> Result<(), crate::nat::NatConfigError> {
+        self.nat = nat::GatewayNat::new(config, seed, now, BUF_LEN)?.map(Box::new);
+        Ok(())
+    }
+
+    /// The NAT's counters and sessions; `None` without `[nat]` rules.
+    pub fn nat_report(&self, now: Instant) -> Option<nat::NatReport> {
+        self.nat.as_ref().map(|n| n.report(now))
+    }
+
     /// Encrypts an inner packet read from the TUN device and sends it to the peer that owns its
-    /// destination address.
-    pub fn handle_tun_packet(&mut self, packet: &[u8], _now: Instant, sink: &mut impl Sink) {
+    /// destination address (after NAT, when there are `[nat]` rules).
+    pub fn handle_tun_packet(&mut self, packet: &[u8], now: Instant, sink: &mut impl Sink) {
         self.counters.tx_packets += 1;
+        let Some(mut nat) = self.nat.take() else {
+            self.route_packet(packet, sink);
+            return;
+        };
+        let n = packet.len().min(nat.buf.len());
+        nat.buf[..n].copy_from_slice(&packet[..n]);
+        match nat.from_tun(n, now) {
+            nat::FromTun::Route(len) => self.route_packet(&nat.buf[..len], sink),
+            nat::FromTun::BackToTun(None) => sink.write_tun(packet),
+            nat::FromTun::BackToTun(Some(p)) => sink.write_tun(&p),
+            nat::FromTun::Drop => {}
+        }
+        self.nat = Some(nat);
+    }
+
+    /// Encrypts `packet` for the peer that owns its destination address.
+    fn route_packet(&mut self, packet: &[u8], sink: &mut impl Sink) {
         let Some(dst) = Tunn::dst_address(packet) else {
             self.counters.tx_malformed += 1;
             return;
@@ -347,6 +385,8 @@ impl Gateway {
                         IpAddr::V4(addr),
                         inner,
                         &mut self.counters,
+                        self.nat.as_deref_mut(),
+                        now,
                         sink,
                     );
                     break;
@@ -358,10 +398,23 @@ impl Gateway {
                         IpAddr::V6(addr),
                         inner,
                         &mut self.counters,
+                        self.nat.as_deref_mut(),
+                        now,
                         sink,
                     );
                     break;
                 }
+            }
+        }
+        // Hairpins and ICMP errors the NAT sends back into the tunnels.
+        if let Some(pending) = self
+            .nat
+            .as_mut()
+            .filter(|n| !n.to_tunnels.is_empty())
+            .map(|n| std::mem::take(&mut n.to_tunnels))
+        {
+            for p in &pending {
+                self.route_packet(p, sink);
             }
         }
     }
@@ -418,12 +471,19 @@ impl Gateway {
     /// The next instant at which [`Gateway::handle_timeout`] wants to run.
     #[must_use]
     pub fn poll_timeout(&self) -> Instant {
-        self.next_tick.min(self.next_second)
+        let t = self.next_tick.min(self.next_second);
+        match self.nat.as_ref().and_then(|n| n.poll_timeout()) {
+            Some(n) => t.min(n),
+            None => t,
+        }
     }
 
     /// Services the tunnels' timers (handshake retries, rekeying, keepalives) and the rate
     /// limiters. Call when `now` reaches [`Gateway::poll_timeout`]; calling earlier is harmless.
     pub fn handle_timeout(&mut self, now: Instant, sink: &mut impl Sink) {
+        if let Some(nat) = &mut self.nat {
+            nat.handle_timeout(now);
+        }
         if now >= self.next_second {
             self.rate_limiter.reset_count();
             self.source_limiter.handle_timeout(now);
@@ -449,17 +509,36 @@ impl Gateway {
     }
 }
 
-/// Writes a decrypted packet to the TUN device if its source belongs to the peer it came from.
+/// Writes a decrypted packet to the TUN device if its source belongs to the peer it came from
+/// (after NAT, when there are `[nat]` rules).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "disjoint borrows of the gateway's fields"
+)]
 fn deliver(
     routes: &PrefixTable<PeerId>,
     id: PeerId,
     src: IpAddr,
     inner: &[u8],
     counters: &mut Counters,
+    nat: Option<&mut nat::GatewayNat>,
+    now: Instant,
     sink: &mut impl Sink,
 ) {
     if routes.longest_match(src) == Some(&id) {
-        sink.write_tun(inner);
+        let Some(nat) = nat else {
+            sink.write_tun(inner);
+            return;
+        };
+        let n = inner.len().min(nat.buf.len());
+        nat.buf[..n].copy_from_slice(&inner[..n]);
+        let transit = Tunn::dst_address(inner).is_some_and(|d| routes.longest_match(d).is_some());
+        match nat.to_tun(n, transit, now) {
+            nat::ToTun::Write(len) => sink.write_tun(&nat.buf[..len]),
+            nat::ToTun::Tunnels(len) => nat.to_tunnels.push(nat.buf[..len].to_vec()),
+            nat::ToTun::Reply(p) => nat.to_tunnels.push(p),
+            nat::ToTun::Drop => {}
+        }
     } else {
         counters.rx_source_not_allowed += 1;
         trace!(%src, "inner source outside the peer's allowed_ips");
