@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use sitelink_core::config::GatewayConfig;
 use sitelink_io::control;
 
+mod export;
+mod leases;
 mod status;
 
 /// sitelink gateway: site-to-site WireGuard-protocol tunnels.
@@ -45,6 +47,40 @@ enum Command {
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+    },
+    /// List the leases of remote-worker clients: name, key, address, expiry, endpoint.
+    ///
+    /// Asks the running gateway; when none answers, reads the lease store instead.
+    Leases {
+        /// The gateway's TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Control socket path, if `up` was given one.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a wg-quick config for a `[[client]]` with a `fixed_address`, for a stock WireGuard
+    /// app (phone, laptop); `--qr` adds a QR code the mobile apps scan.
+    ExportClient {
+        /// The `[[client]]` name.
+        name: String,
+        /// The gateway's TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Where clients reach this gateway, HOST:PORT (its public address or DNS name). Default:
+        /// this host's address towards its default route, and the listen port.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The client's private key file, to fill in `PrivateKey =` (else a placeholder the user
+        /// replaces in the app).
+        #[arg(long)]
+        private_key_file: Option<PathBuf>,
+        /// Also print the config as a QR code for the terminal.
+        #[arg(long)]
+        qr: bool,
     },
 }
 
@@ -102,6 +138,30 @@ fn run(cli: Cli) -> Result<()> {
             let socket = socket_path(&config, socket);
             let body = runtime()?.block_on(control::request(&socket, "status"))?;
             status::print(&body, json)
+        }
+        Command::Leases {
+            config,
+            socket,
+            json,
+        } => {
+            let config = load(&config)?;
+            let socket = socket_path(&config, socket);
+            let body = if socket.exists() {
+                runtime()?.block_on(control::request(&socket, "leases"))?
+            } else {
+                leases::from_store(&config)?
+            };
+            leases::print(&body, json)
+        }
+        Command::ExportClient {
+            name,
+            config,
+            endpoint,
+            private_key_file,
+            qr,
+        } => {
+            let config = load(&config)?;
+            export::run(&config, &name, endpoint.as_deref(), private_key_file, qr)
         }
     }
 }

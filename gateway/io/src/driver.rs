@@ -4,11 +4,15 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
+use ipnet::IpNet;
+use rand_core::OsRng;
 use serde_json::json;
+use sitelink_core::access::Access;
 use sitelink_core::config::GatewayConfig;
+use sitelink_core::control::is_control_packet;
 use sitelink_core::gateway::{Gateway, Sink};
 use sitelink_core::peer::PeerSpec;
 use tokio::sync::mpsc;
@@ -16,6 +20,7 @@ use tokio_tun::Tun;
 use tracing::{info, trace, warn};
 
 use crate::control::{ControlServer, Request};
+use crate::lease_store::RedbStore;
 use crate::netlink::Netlink;
 use crate::udp::UdpTransport;
 
@@ -86,6 +91,22 @@ pub async fn run(
             .with_context(|| format!("{}", config.path.display()))?;
     }
 
+    let mut access = match &config.pool {
+        Some(pool) => {
+            let store = RedbStore::open(&pool.store)?;
+            let access = Access::new(
+                &config,
+                store,
+                &mut gateway,
+                Instant::now(),
+                SystemTime::now(),
+            )
+            .with_context(|| format!("{}", config.path.display()))?;
+            Some(access)
+        }
+        None => None,
+    };
+
     let udp = UdpTransport::bind(iface.listen_port)?;
     let listen_port = udp.local_port()?;
     let tun = crate::tun::create(&iface.name, iface.mtu)?;
@@ -93,11 +114,15 @@ pub async fn run(
         .index()
         .with_context(|| format!("cannot read the index of {}", iface.name))?;
     let netlink = Netlink::connect()?;
-    let routes: Vec<_> = config
+    let mut routes: Vec<IpNet> = config
         .peers
         .iter()
         .flat_map(|p| p.allowed_ips.iter().copied())
         .collect();
+    // Leased addresses live in the pool's ranges: route them all into the tunnel.
+    if let Some(pool) = &config.pool {
+        routes.extend(pool.ranges.iter().map(|&r| IpNet::V4(r)));
+    }
     let installed = netlink
         .configure(&iface.name, ifindex, &iface.address, &routes)
         .await?;
@@ -118,7 +143,11 @@ pub async fn run(
     let mut udp_buf = vec![0u8; 65_535];
     tokio::pin!(shutdown);
     let result: Result<()> = loop {
-        let deadline = tokio::time::Instant::from_std(gateway.poll_timeout());
+        let mut next = gateway.poll_timeout();
+        if let Some(access) = &access {
+            next = next.min(access.poll_timeout(Instant::now(), SystemTime::now()));
+        }
+        let deadline = tokio::time::Instant::from_std(next);
         let mut sink = DirectSink {
             udp: &udp,
             tun: &tun,
@@ -131,15 +160,37 @@ pub async fn run(
                 Err(e) => break Err(e).context("reading the TUN device"),
             },
             r = udp.recv_from(&mut udp_buf) => match r {
-                Ok((n, src)) => gateway.handle_datagram(src, &udp_buf[..n], Instant::now(), &mut sink),
+                Ok((n, src)) => {
+                    let bytes = &udp_buf[..n];
+                    match access.as_mut() {
+                        Some(access) if is_control_packet(bytes) => {
+                            if let Err(e) = access.handle_datagram(
+                                src,
+                                bytes,
+                                Instant::now(),
+                                SystemTime::now(),
+                                &mut OsRng,
+                                &mut gateway,
+                                &mut sink,
+                            ) {
+                                trace!(%src, error = %e, "control datagram dropped");
+                            }
+                        }
+                        _ => gateway.handle_datagram(src, bytes, Instant::now(), &mut sink),
+                    }
+                }
                 // ICMP errors from earlier sends surface here (e.g. ECONNREFUSED); keep going.
                 Err(e) => trace!(error = %e, "UDP receive error"),
             },
             () = tokio::time::sleep_until(deadline) => {
-                gateway.handle_timeout(Instant::now(), &mut sink);
+                let now = Instant::now();
+                gateway.handle_timeout(now, &mut sink);
+                if let Some(access) = access.as_mut() {
+                    access.handle_timeout(now, SystemTime::now(), &mut gateway, &mut sink);
+                }
             }
             Some(req) = req_rx.recv() => {
-                let body = answer(&req.command, &gateway, &iface.name, listen_port, &io_counters);
+                let body = answer(&req.command, &gateway, access.as_ref(), &iface.name, listen_port, &io_counters);
                 let _ = req.reply.send(body);
             }
         }
@@ -158,6 +209,7 @@ pub async fn run(
 fn answer(
     command: &str,
     gateway: &Gateway,
+    access: Option<&Access<RedbStore>>,
     ifname: &str,
     listen_port: u16,
     io_counters: &IoCounters,
@@ -174,9 +226,32 @@ fn answer(
                 "peers": status.peers,
                 "counters": status.counters,
                 "io_counters": io_counters,
+                "control": access.map(|a| json!({
+                    "counters": a.control_counters(),
+                    "access": a.counters(),
+                })),
             })
             .to_string()
         }
+        "leases" => match access {
+            Some(access) => leases_json(access).to_string(),
+            None => {
+                json!({ "error": "this gateway has no [pool]: it leases no addresses" }).to_string()
+            }
+        },
         other => json!({ "error": format!("unknown command {other:?}") }).to_string(),
     }
+}
+
+/// The `leases` answer: every lease the pool knows, with the pool's size.
+fn leases_json(access: &Access<RedbStore>) -> serde_json::Value {
+    let pool = access.pool();
+    json!({
+        "pool": {
+            "ranges": pool.settings().ranges,
+            "size": pool.size(),
+            "lease_time": pool.settings().lease_time.as_secs(),
+        },
+        "leases": access.leases(SystemTime::now()),
+    })
 }

@@ -110,6 +110,8 @@ pub struct LeaseRow {
     /// The pool's view of the lease.
     #[serde(flatten)]
     pub entry: LeaseEntry,
+    /// The client's key again, under the name `wg show` uses.
+    pub public_key: PublicKey,
     /// Seconds until `expires_at` (0 when it has passed).
     pub expires_in: u64,
     /// The client's last endpoint, if it spoke since the gateway started.
@@ -398,6 +400,7 @@ impl<S: LeaseStore> Access<S> {
                     .unwrap_or_default()
                     .as_secs(),
                 endpoint: self.endpoints.get(&entry.client).copied(),
+                public_key: entry.client,
                 entry,
             })
             .collect()
