@@ -6,8 +6,10 @@
 //! - [`udp`]: the tunnel's UDP socket.
 //! - [`control`]: the root-only unix socket that `status` talks to.
 //! - [`driver`]: the event loop that feeds packets, datagrams and timers to the core.
+//! - [`client`]: the remote-worker client's event loop, routes, DNS and lease memory.
 
 pub mod batch;
+pub mod client;
 pub mod control;
 pub mod driver;
 pub mod lease_store;
