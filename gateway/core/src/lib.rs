@@ -11,6 +11,7 @@
 //! - [`access`]: remote-worker access — control server + lease pool driving the peer table.
 //! - [`ratelimit`]: per-source limits on handshake initiations.
 //! - [`counters`]: what the data plane dropped, and why.
+//! - [`stun`]: STUN Binding client and RFC 5780 NAT classification (netcheck).
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -25,3 +26,4 @@ pub mod nat;
 pub mod peer;
 pub mod ratelimit;
 pub mod routing;
+pub mod stun;
