@@ -814,6 +814,14 @@ impl ControlClient {
                 let address = self.binding.as_ref().map(|(b, _)| b.lease.address);
                 self.finish_release(address);
             }
+            State::Releasing => {
+                // Fewer tries than MAX_UNANSWERED: an unanswered Release may mean the gateway
+                // restarted and forgot the session, so retry over a new one.
+                if matches!(self.link, Link::Up { .. }) {
+                    self.link = Link::Down;
+                }
+                self.transmit_slot(TxSlot::Lease, now, wall, rng);
+            }
             _ => self.transmit_slot(TxSlot::Lease, now, wall, rng),
         }
     }

@@ -572,6 +572,27 @@ fn release_gives_up_when_unanswered() {
 }
 
 #[test]
+fn release_after_a_gateway_restart_reaches_the_new_gateway() {
+    let mut p = Pair::new(LEASE);
+    assert!(p.run_until(Duration::from_secs(5), |p| p.client.state() == State::Bound));
+    // The gateway restarts and forgets the session; the client does not know yet.
+    p.server = Some(Pair::make_server(&p.gateway_key, &p.client_key));
+    p.client.release(p.now, p.wall, &mut p.rng);
+    // Within the release attempts, the client makes a new session and is acknowledged.
+    assert!(p.run_until(Duration::from_secs(10), |p| p.client.state()
+        == State::Released));
+    assert_eq!(
+        p.server_events.last(),
+        Some(&server::Event::Released {
+            client: p.client_key.public_key(),
+            address: Ipv4Addr::new(10, 77, 0, 2)
+        })
+    );
+    assert!(p.authority.leases.is_empty());
+    assert_eq!(p.client.counters().handshakes, 2);
+}
+
+#[test]
 fn survives_dropping_every_other_datagram() {
     let mut p = Pair::new(LEASE);
     p.fault = Fault::DropEveryOther;
