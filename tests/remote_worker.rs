@@ -129,8 +129,8 @@ fn ensure_leases(rw: &RemoteWorkers, expect: &[(&str, Ipv4Addr)], exact: bool) -
     }
     if exact {
         ensure!(
-            leases.rows.len() == expect.len(),
-            "expected {} leases, got {leases}",
+            leases.held().count() == expect.len(),
+            "expected {} held leases, got {leases}",
             expect.len()
         );
     }
@@ -175,7 +175,6 @@ fn home_nat(rw: &mut RemoteWorkers) -> Result<()> {
 // 1. Three workers behind one NAT: distinct addresses, a fixed allocation, office A reachable.
 
 #[test]
-#[ignore = "needs sitelink-client and the gateway's [pool] (issue #3, in progress)"]
 fn three_workers_behind_one_nat_get_distinct_addresses_and_reach_office_a() {
     let specs = [
         WorkerSpec::auto("w1"),
@@ -232,7 +231,7 @@ fn three_workers(rw: &mut RemoteWorkers) -> Result<()> {
     )?;
     // All three came through the one NAT router.
     let leases = rw.leases()?;
-    for l in &leases.rows {
+    for l in leases.held() {
         if let Some(ep) = l.raw.get("endpoint").and_then(|e| e.as_str()) {
             ensure!(
                 ep.starts_with(&format!("{HOME_WAN}:")),
@@ -250,7 +249,6 @@ fn three_workers(rw: &mut RemoteWorkers) -> Result<()> {
 // 1b. A returning worker gets its old address, after a clean exit and after kill -9.
 
 #[test]
-#[ignore = "needs sitelink-client and the gateway's [pool] (issue #3, in progress)"]
 fn returning_worker_gets_its_old_address_back() {
     let specs = [
         WorkerSpec::auto("w1"),
@@ -309,7 +307,6 @@ fn returning(rw: &mut RemoteWorkers) -> Result<()> {
 // 2. Worker -> gateway A -> site-to-site tunnel -> office B, with the worker's address as source.
 
 #[test]
-#[ignore = "needs sitelink-client and the gateway's [pool] (issue #3, in progress)"]
 fn worker_reaches_office_b_with_its_virtual_address_as_source() {
     let Some(mut rw) = setup("rw-office-b", &workers(&[WorkerSpec::auto("w1")]), &[]) else {
         return;
@@ -357,7 +354,6 @@ fn office_b(rw: &mut RemoteWorkers) -> Result<()> {
 // 3. kill -9 gateway A and restart it: addresses stay, traffic resumes, no duplicates.
 
 #[test]
-#[ignore = "needs sitelink-client and the gateway's [pool] (issue #3, in progress)"]
 fn gateway_kill9_and_restart_keeps_worker_addresses() {
     let mut s = workers(&[
         WorkerSpec::auto("w1"),
@@ -462,7 +458,6 @@ fn two_address_pool(lease_time: u32) -> PoolSpec {
 }
 
 #[test]
-#[ignore = "needs sitelink-client and the gateway's [pool] (issue #3, in progress)"]
 fn expired_lease_of_a_killed_client_is_reclaimed() {
     let mut s = workers(&[
         WorkerSpec::auto("w1"),
@@ -513,7 +508,6 @@ fn expiry(rw: &mut RemoteWorkers) -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs sitelink-client and the gateway's [pool] (issue #3, in progress)"]
 fn full_pool_refuses_clearly_then_admits_when_a_lease_frees() {
     let mut s = workers(&[
         WorkerSpec::auto("w1"),
@@ -521,7 +515,7 @@ fn full_pool_refuses_clearly_then_admits_when_a_lease_frees() {
         WorkerSpec::auto("w3"),
     ]);
     s.pool = two_address_pool(30);
-    let Some(mut rw) = setup("rw-exhaust", &s, &[]) else {
+    let Some(mut rw) = setup("rw-full-pool", &s, &[]) else {
         return;
     };
     must(rw.t.start_a());
@@ -531,11 +525,18 @@ fn full_pool_refuses_clearly_then_admits_when_a_lease_frees() {
 /// Words a refusal line may use, lower-cased.
 const REFUSAL_WORDS: &[&str] = &["refus", "exhaust", "pool is full", "pool full"];
 
+/// The first line of `log` whose words (paths left out: test dirs are named after the test)
+/// say that a request was refused.
 fn mentions_refusal(log: &str) -> Option<String> {
     log.lines()
         .find(|l| {
-            let l = l.to_ascii_lowercase();
-            REFUSAL_WORDS.iter().any(|w| l.contains(w))
+            let words: Vec<String> = l
+                .split_whitespace()
+                .filter(|w| !w.contains('/'))
+                .map(str::to_ascii_lowercase)
+                .collect();
+            let text = words.join(" ");
+            REFUSAL_WORDS.iter().any(|w| text.contains(w))
         })
         .map(str::to_owned)
 }
@@ -616,7 +617,6 @@ fn exhaustion(rw: &mut RemoteWorkers) -> Result<()> {
 // 5. An unknown key gets no answer; garbage on the port changes nothing.
 
 #[test]
-#[ignore = "needs sitelink-client and the gateway's [pool] (issue #3, in progress)"]
 fn unknown_client_gets_no_answer_and_garbage_changes_nothing() {
     let specs = [
         WorkerSpec::auto("w1"),
@@ -635,10 +635,16 @@ fn unknown_client_gets_no_answer_and_garbage_changes_nothing() {
 const STRANGER_TRIES: Duration = Duration::from_secs(12);
 
 fn unknown_and_garbage(rw: &mut RemoteWorkers) -> Result<()> {
-    let addrs = start_and_bind(rw, &["w1", "w2"])?;
-    let leases_before = rw.leases()?;
     let from_gateway = format!("udp and src host {WAN_A} and src port {LISTEN_PORT}");
     let to_gateway = format!("udp and dst host {WAN_A} and dst port {LISTEN_PORT}");
+    // w1's own control handshake, to replay later.
+    let w1_out = Capture::start(
+        &rw.get("w1")?.ns,
+        &format!("{to_gateway} and udp[8] == 0xc1"),
+        &rw.t.dir.join("w1-control-init.pcap"),
+    )?;
+    let addrs = start_and_bind(rw, &["w1", "w2"])?;
+    let leases_before = rw.leases()?;
 
     // The unknown client: it sends (the capture of what goes out proves that), nothing comes back.
     let stranger_in = Capture::start(
@@ -715,6 +721,7 @@ fn unknown_and_garbage(rw: &mut RemoteWorkers) -> Result<()> {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let sent_control = send_control_garbage(rw, &target)?;
+    let replayed = replay_control_init(rw, &w1_out, &target)?;
     // Clients keep working through the garbage.
     for (name, addr) in [("w1", addrs[0]), ("w2", addrs[1])] {
         let w = rw.worker(name)?;
@@ -732,7 +739,10 @@ fn unknown_and_garbage(rw: &mut RemoteWorkers) -> Result<()> {
         got.is_empty(),
         "the gateway answered garbage: {got:#?}; wg_load: {summary}"
     );
-    eprintln!("garbage: wg_load {summary}; {sent_control} control-shaped datagrams; 0 answered");
+    eprintln!(
+        "garbage: wg_load {summary}; {sent_control} control-shaped datagrams; {replayed} replayed \
+         or tampered copies of w1's control handshake; 0 answered"
+    );
     let leases_after = rw.leases()?;
     leases_after.ensure_no_duplicates()?;
     ensure_leases(rw, &[("w1", addrs[0]), ("w2", addrs[1])], true)
@@ -770,6 +780,37 @@ fn send_control_garbage(rw: &mut RemoteWorkers, target: &str) -> Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Sends, from the `noise` worker, w1's captured control handshake init again as it was, and with
+/// one byte flipped in the encrypted static key, in the encrypted timestamp and in the header's
+/// reserved bytes. Returns how many datagrams.
+fn replay_control_init(rw: &mut RemoteWorkers, w1_out: &Capture, target: &str) -> Result<usize> {
+    let inits = w1_out.udp_payloads()?;
+    let init = inits
+        .first()
+        .context("captured no control handshake init from w1")?
+        .clone();
+    ensure!(
+        init.len() == 116 && init[0] == 0xC1,
+        "w1's first control packet is not a 116-byte init: {init:02x?}"
+    );
+    let mut variants = vec![init.clone()];
+    for at in [50, 100, 2] {
+        let mut v = init.clone();
+        v[at] ^= 0x01;
+        variants.push(v);
+    }
+    let file = rw.t.dir.join("control-replay.bin");
+    let noise = rw.worker("noise")?;
+    for v in &variants {
+        std::fs::write(&file, v)?;
+        let src = format!("OPEN:{}", file.display());
+        noise
+            .ns
+            .run(&["socat", "-u", &src, &format!("UDP:{target}")])?;
+    }
+    Ok(variants.len())
 }
 
 /// `target/<profile>/examples/wg_load` (or `$SITELINK_BIN_DIR/examples/wg_load`).

@@ -26,7 +26,6 @@ const TOOLS: &[&str] = &["ping", "socat", "ss", "nft", "wireguard-go", "wg"];
 const FIXED: &str = "10.77.100.60";
 
 #[test]
-#[ignore = "needs the gateway's [pool] and export-client (issue #3, in progress)"]
 fn stock_wireguard_go_from_exported_config_reaches_office_a() {
     if !skip_unless_root_and(TOOLS) {
         return;
@@ -74,23 +73,26 @@ fn stock(rw: &mut RemoteWorkers) -> Result<()> {
     );
     let qr = export(rw, "phone", &["--endpoint", &endpoint, "--qr"])?;
     ensure!(
-        qr.lines().count() > 20 && qr.contains('█'),
+        qr.lines().count() > 20 && qr.contains(['█', '▀', '▄']),
         "export-client --qr printed no QR code:\n{qr}"
     );
 
-    // Paste the private key in, as the user would.
+    // Without --private-key-file the user pastes the key in; with it, it is filled in.
+    ensure!(
+        exported.contains("PrivateKey = <"),
+        "export-client without --private-key-file has no placeholder:\n{exported}"
+    );
     let phone = &rw.workers[0];
-    let config: String = exported
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("PrivateKey") {
-                format!("PrivateKey = {}", phone.keys.private_key)
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let key_file = phone.keys.private_key_file.to_string_lossy().into_owned();
+    let config = export(
+        rw,
+        "phone",
+        &["--endpoint", &endpoint, "--private-key-file", &key_file],
+    )?;
+    ensure!(
+        config.contains(&format!("PrivateKey = {}", phone.keys.private_key)),
+        "export-client --private-key-file did not fill in the key:\n{config}"
+    );
     let client = StockClient::start(&phone.ns, &config, rw.t.dir.path())?;
 
     wait_ping(&phone.ns, LAN_A_HOST, Duration::from_secs(30))

@@ -228,8 +228,10 @@ impl Worker {
         let log = self.dir.join(format!("{}.{}.log", self.name, self.starts));
         self.starts += 1;
         let config = self.config_path.to_string_lossy().into_owned();
+        let socket = self.socket_path();
         let mut cmd = self.ns.command(&client);
-        cmd.args(["up", "--config", &config]);
+        cmd.args(["up", "--config", &config, "--socket"])
+            .arg(&socket);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env(
                 "RUST_LOG",
@@ -239,6 +241,11 @@ impl Worker {
         let label = format!("client {}", self.name);
         self.daemon = Some(Daemon::spawn_command(&label, &log, cmd)?);
         Ok(())
+    }
+
+    /// The client's control socket: in the test dir, so that one left by `kill -9` goes with it.
+    pub(crate) fn socket_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.sock", self.name))
     }
 
     /// The running (or last) client process.
@@ -257,6 +264,7 @@ impl Worker {
     pub(crate) fn status(&self) -> Result<Value> {
         let client = bins::bin(bins::CLIENT);
         let config = self.config_path.to_string_lossy();
+        let socket = self.socket_path();
         let out = self
             .ns
             .run(&[
@@ -265,6 +273,8 @@ impl Worker {
                 "--json",
                 "--config",
                 &config,
+                "--socket",
+                &socket.to_string_lossy(),
             ])
             .with_context(|| format!("sitelink-client status for {}", self.name))?;
         serde_json::from_str(&out)
@@ -527,7 +537,16 @@ pub(crate) struct Lease {
     pub(crate) name: Option<String>,
     pub(crate) public_key: Option<String>,
     pub(crate) address: Ipv4Addr,
+    /// `offered`, `active` or `expired` (ended: expired or released).
+    pub(crate) state: Option<String>,
     pub(crate) raw: Value,
+}
+
+impl Lease {
+    /// Whether the address is held (not an ended lease kept for a returning client).
+    pub(crate) fn is_held(&self) -> bool {
+        self.state.as_deref() != Some("expired")
+    }
 }
 
 /// `leases --json`: the rows, and the whole document for messages.
@@ -562,17 +581,21 @@ impl Leases {
                     .and_then(Value::as_str)
                     .map(str::to_owned),
                 address,
+                state: item.get("state").and_then(Value::as_str).map(str::to_owned),
                 raw: item,
             });
         }
         Ok(Self { rows, raw })
     }
 
-    /// The lease of the client with public key `key`.
+    /// The held lease of the client with public key `key`.
     pub(crate) fn by_key(&self, key: &str) -> Option<&Lease> {
-        self.rows
-            .iter()
-            .find(|l| l.public_key.as_deref() == Some(key))
+        self.held().find(|l| l.public_key.as_deref() == Some(key))
+    }
+
+    /// The rows whose address is held (offered or active).
+    pub(crate) fn held(&self) -> impl Iterator<Item = &Lease> {
+        self.rows.iter().filter(|l| l.is_held())
     }
 
     /// Fails if an address appears twice, or a key has two leases.
@@ -590,7 +613,7 @@ impl Leases {
             }
         }
         let mut keys = std::collections::HashSet::new();
-        for l in &self.rows {
+        for l in self.held() {
             if let Some(k) = &l.public_key {
                 ensure!(
                     keys.insert(k.clone()),
@@ -628,16 +651,11 @@ fn address_after(line: &str, key: &str) -> Option<Ipv4Addr> {
 /// `address` (at any depth) that is an IPv4 address, with or without a prefix length.
 pub(crate) fn find_address(v: &Value) -> Option<Ipv4Addr> {
     match v {
-        Value::Object(map) => {
-            if let Some(a) = map
-                .get("address")
-                .and_then(Value::as_str)
-                .and_then(parse_addr)
-            {
-                return Some(a);
-            }
-            map.values().find_map(find_address)
-        }
+        Value::Object(map) => match map.get("address") {
+            // `"address": null` while the client has no lease.
+            Some(a) => a.as_str().and_then(parse_addr),
+            None => map.values().find_map(find_address),
+        },
         Value::Array(items) => items.iter().find_map(find_address),
         _ => None,
     }
@@ -718,6 +736,44 @@ impl Capture {
             .lines()
             .filter(|l| l.contains(" > "))
             .map(str::to_owned)
+            .collect())
+    }
+}
+
+impl Capture {
+    /// The UDP payloads captured so far (IPv4), in order.
+    pub(crate) fn udp_payloads(&self) -> Result<Vec<Vec<u8>>> {
+        let out = std::process::Command::new("tcpdump")
+            .arg("-r")
+            .arg(&self.file)
+            .args(["-n", "-x"])
+            .output()
+            .context("tcpdump -r -x")?;
+        let mut packets: Vec<Vec<u8>> = Vec::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("0x") && line.starts_with(char::is_whitespace) {
+                let Some(current) = packets.last_mut() else {
+                    continue;
+                };
+                for group in trimmed.split_whitespace().skip(1) {
+                    let bytes = (0..group.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(group.get(i..i + 2).unwrap_or("zz"), 16));
+                    for b in bytes {
+                        current.push(b.context("tcpdump -x printed a non-hex byte")?);
+                    }
+                }
+            } else if !line.starts_with(char::is_whitespace) && line.contains(" > ") {
+                packets.push(Vec::new());
+            }
+        }
+        Ok(packets
+            .into_iter()
+            .filter_map(|ip| {
+                let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+                ip.get(ihl + 8..).map(<[u8]>::to_vec)
+            })
             .collect())
     }
 }
@@ -846,10 +902,26 @@ fn finds_addresses() {
         Some(Ipv4Addr::new(10, 77, 100, 10))
     );
     let l = Leases::from_json(
-        serde_json::from_str(r#"[{"name":"w1","public_key":"k","address":"10.77.100.10"}]"#)
-            .expect("json"),
+        serde_json::from_str(
+            r#"{"leases":[{"name":"w1","public_key":"k","address":"10.77.100.10","state":"active"},
+                          {"name":"w1","public_key":"k","address":"10.77.100.11","state":"expired"}]}"#,
+        )
+        .expect("json"),
     )
     .expect("leases");
     assert_eq!(l.rows[0].address, Ipv4Addr::new(10, 77, 100, 10));
+    assert_eq!(
+        l.by_key("k").map(|l| l.address),
+        Some(Ipv4Addr::new(10, 77, 100, 10))
+    );
     l.ensure_no_duplicates().expect("no duplicates");
+    let bound: Value = serde_json::from_str(
+        r#"{"state":"bound","address":"10.77.100.50","gateway":{"name":"office-a"}}"#,
+    )
+    .expect("json");
+    assert_eq!(find_address(&bound), Some(Ipv4Addr::new(10, 77, 100, 50)));
+    let asking: Value =
+        serde_json::from_str(r#"{"state":"discovering","address":null,"peer":{"address":"x"}}"#)
+            .expect("json");
+    assert_eq!(find_address(&asking), None);
 }
