@@ -181,12 +181,17 @@ fn three_workers_behind_one_nat_get_distinct_addresses_and_reach_office_a() {
         WorkerSpec::auto("w2"),
         WorkerSpec::fixed("w3", "10.77.100.50"),
     ];
-    let Some(mut rw) = setup("rw-three", &workers(&specs), &[]) else {
+    let mut s = workers(&specs);
+    s.pool.dns = vec![PUSHED_DNS.to_owned()];
+    let Some(mut rw) = setup("rw-three", &s, &[]) else {
         return;
     };
     must(rw.t.start_a());
     must(three_workers(&mut rw));
 }
+
+/// A DNS server gateway A pushes with the lease in test 1 (the clients do not apply it).
+const PUSHED_DNS: &str = "192.168.10.53";
 
 fn three_workers(rw: &mut RemoteWorkers) -> Result<()> {
     let addrs = start_and_bind(rw, &["w1", "w2", "w3"])?;
@@ -204,6 +209,13 @@ fn three_workers(rw: &mut RemoteWorkers) -> Result<()> {
     }
 
     for w in &rw.workers {
+        let status = w.status()?;
+        let dns = status.get("dns").and_then(|d| d.as_array()).cloned();
+        ensure!(
+            dns.is_some_and(|d| d.iter().any(|s| s.as_str() == Some(PUSHED_DNS))),
+            "{}: pushed DNS server {PUSHED_DNS} not in status: {status}",
+            w.name
+        );
         let routes = w.routes()?;
         for net in [LAN_A_NET, LAN_B_NET] {
             ensure!(
@@ -231,6 +243,7 @@ fn three_workers(rw: &mut RemoteWorkers) -> Result<()> {
     )?;
     // All three came through the one NAT router.
     let leases = rw.leases()?;
+    eprintln!("leases: {leases}");
     for l in leases.held() {
         if let Some(ep) = l.raw.get("endpoint").and_then(|e| e.as_str()) {
             ensure!(
@@ -270,6 +283,15 @@ fn returning(rw: &mut RemoteWorkers) -> Result<()> {
     // just handed out the lowest free address would swap them.
     rw.worker("w1")?.stop()?;
     rw.worker("w2")?.stop()?;
+    // A clean exit releases: the gateway no longer counts the addresses as held.
+    let leases = rw.leases()?;
+    for name in ["w1", "w2"] {
+        let key = &rw.get(name)?.keys.public_key;
+        ensure!(
+            leases.by_key(key).is_none(),
+            "{name} exited cleanly but still holds a lease: {leases}"
+        );
+    }
     let w2 = start_and_bind(rw, &["w2"])?[0];
     ensure!(
         w2 == addrs[1],
@@ -485,9 +507,27 @@ fn expiry(rw: &mut RemoteWorkers) -> Result<()> {
 
     rw.worker("w2")?.kill9()?;
     let killed_at = Instant::now();
+    // kill -9 sends no release: the lease is still w2's until it expires.
+    let leases = rw.leases()?;
+    let w2_key = rw.get("w2")?.keys.public_key.clone();
+    ensure!(
+        leases.by_key(&w2_key).map(|l| l.address) == Some(addrs[1]),
+        "right after kill -9, w2 should still hold {}: {leases}",
+        addrs[1]
+    );
     rw.worker("w3")?.start()?;
     let w3 = rw.worker("w3")?.wait_bound(Duration::from_secs(90))?;
     let waited = killed_at.elapsed();
+    // w2 renewed at most T1 = 3 s before it was killed, so its lease ran at least 3 s more.
+    ensure!(
+        waited >= Duration::from_secs(3),
+        "w3 got w2's address {waited:?} after w2 was killed, before w2's lease can have expired"
+    );
+    let w3_log = rw.get("w3")?.log();
+    ensure!(
+        mentions_refusal(&w3_log).is_some(),
+        "w3 asked while the pool was full but logged no refusal before getting in:\n{w3_log}"
+    );
     ensure!(
         w3 == addrs[1],
         "w3 got {w3}, not w2's expired {} (pool: .10 and .11)",
@@ -580,6 +620,15 @@ fn exhaustion(rw: &mut RemoteWorkers) -> Result<()> {
     {
         let w3 = rw.worker("w3")?;
         w3.daemon()?.ensure_running()?;
+        let status = w3.status()?;
+        ensure!(
+            status.get("last_refusal").is_some_and(|r| !r.is_null())
+                && status
+                    .get("address")
+                    .is_some_and(serde_json::Value::is_null),
+            "w3's status shows no refusal, or an address: {status}"
+        );
+        eprintln!("w3 status while refused: {}", status["last_refusal"]);
         ensure!(
             !w3.log().contains("lease bound"),
             "w3 was bound although the pool is full:\n{}",
