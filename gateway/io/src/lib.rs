@@ -6,6 +6,8 @@
 //! - [`udp`]: the tunnel's UDP socket.
 //! - [`control`]: the root-only unix socket that `status` talks to.
 //! - [`driver`]: the event loop that feeds packets, datagrams and timers to the core.
+//! - [`netcheck`]: public endpoint, NAT type, hairpinning and UPnP, for `netcheck`.
+//! - [`upnp`]: UPnP IGD port mapping of the listen port.
 //! - [`client`]: the remote-worker client's event loop, routes, DNS and lease memory.
 
 pub mod batch;
@@ -13,6 +15,8 @@ pub mod client;
 pub mod control;
 pub mod driver;
 pub mod lease_store;
+pub mod netcheck;
 pub mod netlink;
 pub mod tun;
 pub mod udp;
+pub mod upnp;
