@@ -9,6 +9,7 @@ use sitelink_io::control;
 
 mod export;
 mod leases;
+mod netcheck;
 mod status;
 
 /// sitelink gateway: site-to-site WireGuard-protocol tunnels.
@@ -82,6 +83,15 @@ enum Command {
         #[arg(long)]
         qr: bool,
     },
+    /// Check NAT traversal: public endpoint, NAT type, hairpinning, UPnP (uses `[traversal]`).
+    Netcheck {
+        /// The gateway's TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -117,7 +127,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Up { config, socket } => {
             let config = load(&config)?;
             let socket = socket_path(&config, socket);
-            runtime()?.block_on(sitelink_io::driver::run(config, socket, shutdown_signal()))
+            // UPnP needs a fixed port to forward; with listen_port = 0 there is none yet.
+            let upnp = (config.traversal.upnp && config.interface.listen_port != 0)
+                .then_some(config.interface.listen_port);
+            runtime()?.block_on(async move {
+                let upnp = upnp.map(|port| {
+                    sitelink_io::upnp::spawn(port, sitelink_io::upnp::DEFAULT_LEASE_SECS)
+                });
+                let result = sitelink_io::driver::run(config, socket, shutdown_signal()).await;
+                if let Some(upnp) = upnp {
+                    upnp.stop().await;
+                }
+                result
+            })
         }
         Command::Check { config } => {
             let config = load(&config)?;
@@ -163,6 +185,7 @@ fn run(cli: Cli) -> Result<()> {
             let config = load(&config)?;
             export::run(&config, &name, endpoint.as_deref(), private_key_file, qr)
         }
+        Command::Netcheck { config, json } => netcheck::run(&load(&config)?, json),
     }
 }
 
