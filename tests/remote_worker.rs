@@ -404,8 +404,9 @@ fn gateway_restart(rw: &mut RemoteWorkers) -> Result<()> {
         .as_mut()
         .context("gateway A not started")?
         .kill9()?;
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     rw.t.start_a().context("restarting gateway A")?;
+    let restarted = Instant::now();
 
     // Traffic resumes for every worker, and no worker's address changes meanwhile.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -439,6 +440,10 @@ fn gateway_restart(rw: &mut RemoteWorkers) -> Result<()> {
             );
         }
     }
+    eprintln!(
+        "traffic resumed for all workers {:?} after gateway A restarted",
+        restarted.elapsed()
+    );
     ensure_leases(
         rw,
         &[("w1", addrs[0]), ("w2", addrs[1]), ("w3", addrs[2])],
@@ -464,6 +469,43 @@ fn gateway_restart(rw: &mut RemoteWorkers) -> Result<()> {
     let w = rw.worker("w4")?;
     wait_ping(&w.ns, LAN_A_HOST, PING_TIMEOUT).context("w4 -> LAN A")?;
     rw.t.ensure_running()
+}
+
+/// While gateway A is down after kill -9, `leases --json` reads the store and shows every lease.
+#[test]
+#[ignore = "`leases` tries the stale socket a kill -9 leaves and fails (connection refused) \
+            instead of reading the store; see the issue #3 test report"]
+fn leases_reads_the_store_while_the_gateway_is_down() {
+    let s = workers(&[WorkerSpec::auto("w1"), WorkerSpec::auto("w2")]);
+    let Some(mut rw) = setup("rw-offline", &s, &[]) else {
+        return;
+    };
+    must(rw.t.start_a());
+    must(offline_leases(&mut rw));
+}
+
+fn offline_leases(rw: &mut RemoteWorkers) -> Result<()> {
+    let names = ["w1", "w2"];
+    let addrs = start_and_bind(rw, &names)?;
+    rw.t.gw_a
+        .as_mut()
+        .context("gateway A not started")?
+        .kill9()?;
+    let offline = rw.leases().context("leases while gateway A is down")?;
+    ensure!(
+        offline.raw["offline"] == true,
+        "leases answered although gateway A is down: {offline}"
+    );
+    offline.ensure_no_duplicates()?;
+    for (name, addr) in names.iter().zip(&addrs) {
+        let key = &rw.get(name)?.keys.public_key;
+        ensure!(
+            offline.by_key(key).map(|l| l.address) == Some(*addr),
+            "the store lost {name}'s lease of {addr} in the kill -9: {offline}"
+        );
+    }
+    // A new start removes the socket file the killed gateway left in /run/sitelink.
+    rw.t.start_a()
 }
 
 // ---------------------------------------------------------------------------------------------
