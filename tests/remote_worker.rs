@@ -471,6 +471,77 @@ fn gateway_restart(rw: &mut RemoteWorkers) -> Result<()> {
     rw.t.ensure_running()
 }
 
+/// Renewals are durable: with a 20 s lease, w1 and w2 renew twice (their first lease's end has
+/// passed), gateway A is killed and restarted, and a third client asking right then finds the pool
+/// of two still full, while w1 and w2 keep their addresses through a renewal with the new
+/// process.
+#[test]
+fn renewed_leases_survive_gateway_kill9() {
+    let mut s = workers(&[
+        WorkerSpec::auto("w1"),
+        WorkerSpec::auto("w2"),
+        WorkerSpec::auto("w3"),
+    ]);
+    s.pool = two_address_pool(20);
+    let Some(mut rw) = setup("rw-renewed", &s, &[]) else {
+        return;
+    };
+    must(rw.t.start_a());
+    must(renewed_survive(&mut rw));
+}
+
+fn renewed_survive(rw: &mut RemoteWorkers) -> Result<()> {
+    let addrs = start_and_bind(rw, &["w1", "w2"])?;
+    ensure_distinct(&addrs)?;
+    std::thread::sleep(Duration::from_secs(25));
+    for (name, addr) in [("w1", addrs[0]), ("w2", addrs[1])] {
+        let w = rw.worker(name)?;
+        ensure!(
+            w.status_address()? == Some(addr),
+            "{name} lost {addr} before the restart"
+        );
+    }
+    rw.t.gw_a
+        .as_mut()
+        .context("gateway A not started")?
+        .kill9()?;
+    rw.t.start_a().context("restarting gateway A")?;
+    rw.worker("w3")?.start()?;
+
+    // Through T1 (10 s) of the leases with the new gateway process, and then some.
+    let until = Instant::now() + Duration::from_secs(25);
+    while Instant::now() < until {
+        let w3 = rw.worker("w3")?;
+        w3.daemon()?.ensure_running()?;
+        ensure!(
+            !w3.log().contains("lease bound"),
+            "w3 got an address although w1 and w2 hold both (renewed) leases; leases: {}",
+            rw.leases()?
+        );
+        for (name, addr) in [("w1", addrs[0]), ("w2", addrs[1])] {
+            let w = rw.worker(name)?;
+            w.daemon()?.ensure_running()?;
+            let now = w.status_address()?;
+            ensure!(
+                now == Some(addr),
+                "{name}'s address changed after the gateway restart: {addr} -> {now:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let w3_log = rw.get("w3")?.log();
+    ensure!(
+        mentions_refusal(&w3_log).is_some(),
+        "w3 was neither bound nor refused:\n{w3_log}"
+    );
+    for name in ["w1", "w2"] {
+        let w = rw.worker(name)?;
+        wait_ping(&w.ns, LAN_A_HOST, PING_TIMEOUT).with_context(|| format!("{name} -> LAN A"))?;
+    }
+    ensure_leases(rw, &[("w1", addrs[0]), ("w2", addrs[1])], true)?;
+    rw.t.ensure_running()
+}
+
 /// While gateway A is down after kill -9, `leases --json` reads the store and shows every lease.
 #[test]
 #[ignore = "`leases` tries the stale socket a kill -9 leaves and fails (connection refused) \
