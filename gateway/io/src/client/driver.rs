@@ -46,6 +46,8 @@ use crate::udp::UdpTransport;
 
 /// How long shutdown waits for the gateway to acknowledge the release.
 pub const RELEASE_WAIT: Duration = Duration::from_secs(4);
+/// How often to say that there is still no lease.
+const WAITING_LOG_EVERY: Duration = Duration::from_secs(30);
 /// Delay between attempts to resolve the gateway's host name: first, and at most.
 const RESOLVE_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 
@@ -115,6 +117,8 @@ struct Client {
     requested: Option<Ipv4Addr>,
     link: Option<Link>,
     last_refusal: Option<(NakReason, SystemTime)>,
+    /// Since when the client has been without a lease, and when that was last logged.
+    waiting: Option<(Instant, Instant)>,
     io_counters: IoCounters,
     rng: OsRng,
 }
@@ -176,6 +180,7 @@ pub async fn run(
         requested,
         link: None,
         last_refusal: None,
+        waiting: Some((now, now)),
         io_counters: IoCounters::default(),
         rng: OsRng,
         config,
@@ -331,6 +336,22 @@ impl Client {
     }
 
     async fn timers(&mut self, now: Instant) {
+        if let Some((since, logged)) = self.waiting {
+            if now.duration_since(logged) >= WAITING_LOG_EVERY {
+                let state = self
+                    .control
+                    .as_ref()
+                    .map_or("resolving", |c| state_name(c.state()));
+                info!(
+                    gateway = %self.gateway.name,
+                    endpoint = %self.gateway.endpoint,
+                    state,
+                    waited_secs = now.duration_since(since).as_secs(),
+                    "no lease yet; still trying the gateway"
+                );
+                self.waiting = Some((since, now));
+            }
+        }
         {
             let (mut sink, dataplane) = self.sink();
             if now >= dataplane.poll_timeout() {
@@ -417,7 +438,11 @@ impl Client {
                             && l.binding.dns == binding.dns
                     });
                     if let (true, Some(link)) = (same, self.link.as_mut()) {
-                        debug!(address = %binding.lease.address, "lease renewed");
+                        info!(
+                            address = %binding.lease.address,
+                            expires_in = secs_until(binding.lease.expires_at),
+                            "lease renewed"
+                        );
                         link.binding = binding;
                     } else {
                         info!(address = %binding.lease.address, routes = ?binding.routes, dns = ?binding.dns, "lease renewed with new settings; reconfiguring");
@@ -521,6 +546,7 @@ impl Client {
             dns = ?binding.dns,
             "lease bound"
         );
+        self.waiting = None;
         self.link = Some(Link {
             tun,
             binding,
@@ -537,6 +563,8 @@ impl Client {
         let Some(link) = self.link.take() else {
             return;
         };
+        let now = Instant::now();
+        self.waiting = Some((now, now));
         dns::revert(&link.dns);
         self.net.remove(&link.applied).await;
         self.dataplane.remove_peer(&self.gateway.public_key);
