@@ -993,3 +993,102 @@ fn wg_load_path() -> std::path::PathBuf {
     );
     path
 }
+
+// ---------------------------------------------------------------------------------------------
+// The remote-worker demo's configs (examples/remote-worker/) stay valid and their keys match.
+
+#[test]
+fn demo_configs_check_and_their_keys_match() {
+    must(demo_configs());
+}
+
+fn demo_configs() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dir = common::TestDir::new("rw-demo-configs")?;
+    let ex = dir.join("examples");
+    let rw_dir = ex.join("remote-worker");
+    std::fs::create_dir_all(&rw_dir)?;
+    // Git keeps no file modes; key files must be 0600, as the demo makes them.
+    let copy = |from: &std::path::Path, to: &std::path::Path| -> Result<()> {
+        std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+        if to.extension().is_some_and(|e| e == "key" || e == "psk") {
+            std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
+    };
+    for f in ["office-a.key", "office-b.key", "ab.psk"] {
+        copy(&root.join(f), &ex.join(f))?;
+    }
+    for f in [
+        "office-a.toml",
+        "office-b.toml",
+        "alice.toml",
+        "bob.toml",
+        "alice.key",
+        "bob.key",
+    ] {
+        copy(&root.join("remote-worker").join(f), &rw_dir.join(f))?;
+    }
+    let checks = [
+        (common::bins::GATEWAY, "office-a.toml"),
+        (common::bins::GATEWAY, "office-b.toml"),
+        (common::bins::CLIENT, "alice.toml"),
+        (common::bins::CLIENT, "bob.toml"),
+    ];
+    for (bin, config) in checks {
+        let out = std::process::Command::new(common::bins::bin(bin))
+            .args(["check", "--config"])
+            .arg(rw_dir.join(config))
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "{bin} check {config}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every public key written in a config is the one of the key file it names.
+    let pubkey = |key: &std::path::Path| -> Result<String> {
+        let mut child = std::process::Command::new(common::bins::bin(common::bins::KEYS))
+            .arg("pubkey")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        std::io::Write::write_all(
+            &mut child.stdin.take().context("stdin")?,
+            &std::fs::read(key)?,
+        )?;
+        let out = child.wait_with_output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let office_a = std::fs::read_to_string(rw_dir.join("office-a.toml"))?;
+    let office_b = std::fs::read_to_string(rw_dir.join("office-b.toml"))?;
+    let alice = std::fs::read_to_string(rw_dir.join("alice.toml"))?;
+    for (text, key, what) in [
+        (
+            &office_a,
+            rw_dir.join("alice.key"),
+            "alice in office-a.toml",
+        ),
+        (&office_a, rw_dir.join("bob.key"), "bob in office-a.toml"),
+        (
+            &office_a,
+            ex.join("office-b.key"),
+            "office-b in office-a.toml",
+        ),
+        (
+            &office_b,
+            ex.join("office-a.key"),
+            "office-a in office-b.toml",
+        ),
+        (&alice, ex.join("office-a.key"), "the gateway in alice.toml"),
+    ] {
+        let key = pubkey(&key)?;
+        ensure!(
+            text.contains(&format!("public_key = \"{key}\"")),
+            "{what}: public key {key} not found"
+        );
+    }
+    Ok(())
+}
