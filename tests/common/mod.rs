@@ -7,7 +7,9 @@
 //! - [`bins`], [`config`], [`status`]: the sitelink binaries, their config files and status JSON;
 //! - [`TwoOffices`]: topology + keys + configs + both gateways, what most tests start from;
 //! - [`traffic`]: ping and a checksummed TCP transfer between namespaces;
-//! - [`workers`]: a home NAT router with remote workers running `sitelink-client` (issue #3).
+//! - [`workers`]: a home NAT router with remote workers running `sitelink-client` (issue #3);
+//! - [`nat_routers`]: a gateway behind a Linux NAT router (masquerade, fully-random, miniupnpd)
+//!   with coturn as STUN server (issue #5).
 //!
 //! Tests that need root, `ip` or `/dev/net/tun` call [`skip_unless_root`] first and pass with a
 //! printed reason when those are missing. Everything a test creates carries a name unique to the
@@ -21,6 +23,7 @@
 pub(crate) mod bins;
 pub(crate) mod config;
 pub(crate) mod daemon;
+pub(crate) mod nat_routers;
 pub(crate) mod netns;
 pub(crate) mod sites;
 pub(crate) mod status;
