@@ -54,6 +54,10 @@ pub enum AccessError {
     },
 }
 
+/// Control handshake initiations per second that the gateway takes from anyone before the
+/// per-source limit applies (the gateway is then "under load").
+pub const HANDSHAKES_BEFORE_LIMIT: u32 = 100;
+
 /// Why a control datagram was dropped without an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum DatagramError {
@@ -90,6 +94,8 @@ pub struct Access<S> {
     /// The endpoint each client last spoke from, for `leases`.
     endpoints: HashMap<PublicKey, SocketAddr>,
     limiter: SourceRateLimiter,
+    /// Control handshake initiations seen since `next_sweep - 1 s`.
+    handshakes_this_second: u32,
     next_sweep: Instant,
     counters: AccessCounters,
 }
@@ -177,6 +183,7 @@ impl<S: LeaseStore> Access<S> {
             leased_peers: HashMap::new(),
             endpoints: HashMap::new(),
             limiter: SourceRateLimiter::new(),
+            handshakes_this_second: 0,
             next_sweep: now,
             counters: AccessCounters::default(),
         };
@@ -258,11 +265,17 @@ impl<S: LeaseStore> Access<S> {
         gateway: &mut Gateway,
         sink: &mut impl Sink,
     ) -> Result<(), DatagramError> {
-        if wire::classify(bytes) == Ok(PacketKind::HandshakeInit)
-            && !self.limiter.allow(src.ip(), now)
-        {
-            self.counters.handshakes_rate_limited += 1;
-            return Err(DatagramError::RateLimited);
+        if wire::classify(bytes) == Ok(PacketKind::HandshakeInit) {
+            // Every initiation costs two Diffie-Hellman operations before it can be refused.
+            // Under load, each source address gets its fair share (as WireGuard does); otherwise
+            // many clients behind one NAT address may all connect at once.
+            self.handshakes_this_second = self.handshakes_this_second.saturating_add(1);
+            if self.handshakes_this_second > HANDSHAKES_BEFORE_LIMIT
+                && !self.limiter.allow(src.ip(), now)
+            {
+                self.counters.handshakes_rate_limited += 1;
+                return Err(DatagramError::RateLimited);
+            }
         }
         let result = self
             .server
@@ -283,6 +296,7 @@ impl<S: LeaseStore> Access<S> {
         self.server.handle_timeout(now);
         if now >= self.next_sweep {
             self.limiter.handle_timeout(now);
+            self.handshakes_this_second = 0;
             self.next_sweep = now + Duration::from_secs(1);
         }
         for ended in self.pool.handle_timeout(wall) {

@@ -1,6 +1,7 @@
 //! Client ↔ access point on a virtual clock, over the real lease pool (memory store) and the real
 //! data-plane peer table.
 
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,9 +41,42 @@ fn client_key(n: u8) -> PrivateKey {
     PrivateKey::from_bytes([n; 32])
 }
 
+/// The key of client number `n` of a large population.
+fn many_key(n: u32) -> PrivateKey {
+    let mut bytes = [0x99; 32];
+    bytes[1..5].copy_from_slice(&n.to_le_bytes()); // byte 0 is clamped
+    PrivateKey::from_bytes(bytes)
+}
+
+fn client_block(name: &str, n: u8, fixed: Option<&str>) -> String {
+    block(name, &client_key(n), fixed)
+}
+
+fn block(name: &str, key: &PrivateKey, fixed: Option<&str>) -> String {
+    let fixed = fixed
+        .map(|a| format!("fixed_address = \"{a}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "[[client]]\nname = \"{name}\"\npublic_key = \"{}\"\n{fixed}",
+        key.public_key().to_base64()
+    )
+}
+
 impl World {
     /// A gateway whose pool has two addresses (10.77.100.2–.3) and a fixed one for "fixed" (.4).
     fn new() -> Self {
+        let clients: String = (1..=3)
+            .map(|n| client_block(&format!("c{n}"), n, None))
+            .chain([client_block("fixed", 4, Some("10.77.100.4"))])
+            .collect();
+        Self::with(
+            "ranges = [\"10.77.100.0/29\"]\nexclude = [\"10.77.100.5-10.77.100.7\"]",
+            &clients,
+        )
+    }
+
+    /// A gateway with `pool` lines (ranges, exclusions) and `clients` (`[[client]]` blocks).
+    fn with(pool: &str, clients: &str) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "sitelink-access-{}-{}",
@@ -57,16 +91,8 @@ impl World {
         let text = format!(
             "[interface]\nname = \"sl0\"\nprivate_key_file = \"gw.key\"\nlisten_port = 51820\n\
              address = [\"10.77.100.1/24\"]\n\
-             [pool]\nranges = [\"10.77.100.0/29\"]\nexclude = [\"10.77.100.5-10.77.100.7\"]\n\
-             lease_time = 60\nroutes = [\"192.168.10.0/24\"]\nstore = \"leases.db\"\n\
-             [[client]]\nname = \"c1\"\npublic_key = \"{}\"\n\
-             [[client]]\nname = \"c2\"\npublic_key = \"{}\"\n\
-             [[client]]\nname = \"c3\"\npublic_key = \"{}\"\n\
-             [[client]]\nname = \"fixed\"\npublic_key = \"{}\"\nfixed_address = \"10.77.100.4\"\n",
-            client_key(1).public_key().to_base64(),
-            client_key(2).public_key().to_base64(),
-            client_key(3).public_key().to_base64(),
-            client_key(4).public_key().to_base64(),
+             [pool]\n{pool}\nlease_time = 60\nroutes = [\"192.168.10.0/24\"]\nstore = \"leases.db\"\n\
+             {clients}"
         );
         let config = GatewayConfig::parse(&text, &dir.join("gw.toml"))
             .unwrap_or_else(|e| panic!("config: {e}"));
@@ -261,4 +287,184 @@ fn restart_restores_leased_peers_from_the_store() {
     let mut c2 = w.client(2);
     let a2 = w.bind(2, &mut c2).expect("c2");
     assert_ne!(a1, a2);
+}
+
+/// Runs `count` clients at once against a pool of `pool` lines: every client's datagrams are
+/// interleaved with everyone else's (round-robin, in a shuffled order each round, with every
+/// other round's first datagram of each client held back one round). Returns the addresses
+/// bound, by client, after checking that no address went to two clients.
+fn stampede(count: u32, pool: &str) -> (World, Vec<Option<Ipv4Addr>>) {
+    let clients: String = (0..count)
+        .map(|n| block(&format!("w{n}"), &many_key(n), None))
+        .collect();
+    let mut w = World::with(pool, &clients);
+    let gateway_addr: SocketAddr = GATEWAY_ADDR.parse().expect("addr");
+    let mut clients: Vec<ControlClient> = (0..count)
+        .map(|n| {
+            let cfg = ClientConfig::new(many_key(n), w.gateway.public_key(), gateway_addr);
+            ControlClient::new(cfg, w.now)
+        })
+        .collect();
+    // Each client behind its own home router (a crowd behind one address would meet the
+    // per-source limit under load, by design).
+    let src = |n: u32| {
+        let [_, _, hi, lo] = n.to_be_bytes();
+        SocketAddr::from(([100, 64, hi, lo], 40_000))
+    };
+    let mut bound: Vec<Option<Ipv4Addr>> = vec![None; count as usize];
+    let mut order: Vec<u32> = (0..count).collect();
+    let mut held: Vec<(u32, Vec<u8>)> = Vec::new();
+    let mut shuffle = rng(99);
+    let mut last_progress = 0;
+    for round in 0..40 {
+        let done = bound.iter().flatten().count();
+        if done == count as usize {
+            break;
+        }
+        if done > last_progress {
+            last_progress = done;
+        } else if round > 12 {
+            break; // nothing moved for a while: the pool is full
+        }
+        for c in &mut clients {
+            c.handle_timeout(w.now, w.wall, &mut w.rng);
+        }
+        // Fisher–Yates with the test RNG.
+        for i in (1..order.len()).rev() {
+            let j = (rand_core::RngCore::next_u64(&mut shuffle) % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        let mut inbound: Vec<(u32, Vec<u8>)> = std::mem::take(&mut held);
+        for &n in &order {
+            while let Some(t) = clients[n as usize].poll_transmit() {
+                inbound.push((n, t.contents));
+            }
+        }
+        let mut replies: Vec<(u32, Vec<u8>)> = Vec::new();
+        for (n, bytes) in inbound {
+            let mut out = Outbox::default();
+            let (now, wall) = (w.now, w.wall);
+            let access = w.access.as_mut().expect("up");
+            let _ = access.handle_datagram(
+                src(n),
+                &bytes,
+                now,
+                wall,
+                &mut w.rng,
+                &mut w.gateway,
+                &mut out,
+            );
+            replies.extend(out.0.into_iter().map(|(_, b)| (n, b)));
+        }
+        for (i, (n, bytes)) in replies.into_iter().enumerate() {
+            if round % 2 == 0 && i % 7 == 0 {
+                held.push((n, bytes)); // delivered late: a reply to a retransmission's predecessor
+                continue;
+            }
+            let _ = clients[n as usize].handle_input(&bytes, w.now, w.wall, &mut w.rng);
+        }
+        for (n, c) in clients.iter_mut().enumerate() {
+            while let Some(e) = c.poll_event() {
+                if let Event::Bound(b) = e {
+                    bound[n] = Some(b.lease.address);
+                }
+            }
+        }
+        w.advance(Duration::from_millis(1500));
+    }
+    let mut owners: HashMap<Ipv4Addr, u32> = HashMap::new();
+    for (n, a) in bound.iter().enumerate() {
+        if let Some(a) = a {
+            if let Some(other) = owners.insert(*a, n as u32) {
+                panic!("{a} bound by clients {other} and {n}");
+            }
+        }
+    }
+    // The pool and the data plane agree with what the clients think they hold.
+    let wall = w.wall;
+    let rows = w.access().leases(wall);
+    let mut seen = HashSet::new();
+    for r in &rows {
+        assert!(
+            seen.insert(r.entry.address),
+            "{} listed twice",
+            r.entry.address
+        );
+    }
+    (w, bound)
+}
+
+#[test]
+fn ten_thousand_concurrent_clients_never_share_an_address() {
+    // A /18 has room for everyone.
+    let (w, bound) = stampede(10_000, "ranges = [\"10.77.0.0/18\"]");
+    let got = bound.iter().flatten().count();
+    assert_eq!(got, 10_000, "every client should be bound");
+    assert_eq!(w.gateway.peer_count(), 10_000);
+}
+
+#[test]
+fn a_crowd_larger_than_the_pool_fills_it_without_sharing() {
+    // 254 usable addresses (minus the gateway's own), 600 clients.
+    let (w, bound) = stampede(600, "ranges = [\"10.77.100.0/24\"]");
+    let got = bound.iter().flatten().count();
+    let size = usize::try_from(w.access.as_ref().expect("up").pool().size()).unwrap_or(0);
+    assert_eq!(got, size, "the pool should be filled exactly");
+    assert_eq!(w.gateway.peer_count(), size);
+}
+
+#[test]
+fn per_source_limit_applies_only_under_load() {
+    let clients: String = (0..150)
+        .map(|n| block(&format!("w{n}"), &many_key(n), None))
+        .collect();
+    let mut w = World::with("ranges = [\"10.77.0.0/22\"]", &clients);
+    let gateway_addr: SocketAddr = GATEWAY_ADDR.parse().expect("addr");
+    let one_nat = SocketAddr::from(([203, 0, 113, 9], 40_000));
+    let mut answered = 0;
+    for n in 0..150 {
+        let cfg = ClientConfig::new(many_key(n), w.gateway.public_key(), gateway_addr);
+        let mut c = ControlClient::new(cfg, w.now);
+        c.handle_timeout(w.now, w.wall, &mut w.rng);
+        let init = c.poll_transmit().expect("handshake initiation");
+        let mut out = Outbox::default();
+        let (now, wall) = (w.now, w.wall);
+        let access = w.access.as_mut().expect("up");
+        let _ = access.handle_datagram(
+            one_nat,
+            &init.contents,
+            now,
+            wall,
+            &mut w.rng,
+            &mut w.gateway,
+            &mut out,
+        );
+        answered += out.0.len();
+    }
+    // The first HANDSHAKES_BEFORE_LIMIT are taken from anyone; then this address gets its burst.
+    let limited = w.access().counters().handshakes_rate_limited;
+    assert_eq!(answered as u64 + limited, 150);
+    assert!(
+        (40..=45).contains(&limited),
+        "expected about 150 - 100 - burst limited, got {limited}"
+    );
+    // A second later the gateway is no longer under load: the same address is answered again.
+    w.advance(Duration::from_secs(2));
+    let cfg = ClientConfig::new(many_key(0), w.gateway.public_key(), gateway_addr);
+    let mut c = ControlClient::new(cfg, w.now);
+    c.handle_timeout(w.now, w.wall, &mut w.rng);
+    let init = c.poll_transmit().expect("init");
+    let mut out = Outbox::default();
+    let (now, wall) = (w.now, w.wall);
+    let access = w.access.as_mut().expect("up");
+    let _ = access.handle_datagram(
+        one_nat,
+        &init.contents,
+        now,
+        wall,
+        &mut w.rng,
+        &mut w.gateway,
+        &mut out,
+    );
+    assert_eq!(out.0.len(), 1);
 }
