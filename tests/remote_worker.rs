@@ -278,6 +278,9 @@ fn returning_worker_gets_its_old_address_back() {
 fn returning(rw: &mut RemoteWorkers) -> Result<()> {
     let addrs = start_and_bind(rw, &["w1", "w2", "w3"])?;
     ensure_distinct(&addrs)?;
+    for (name, addr) in ["w1", "w2", "w3"].into_iter().zip(&addrs) {
+        rw.ensure_peer(name, *addr)?;
+    }
 
     // Both w1 and w2 leave cleanly (releasing), then come back in the other order: a pool that
     // just handed out the lowest free address would swap them.
@@ -291,6 +294,7 @@ fn returning(rw: &mut RemoteWorkers) -> Result<()> {
             leases.by_key(key).is_none(),
             "{name} exited cleanly but still holds a lease: {leases}"
         );
+        rw.ensure_no_peer(name)?;
     }
     let w2 = start_and_bind(rw, &["w2"])?[0];
     ensure!(
@@ -648,6 +652,9 @@ fn expiry(rw: &mut RemoteWorkers) -> Result<()> {
         addrs[1]
     );
     eprintln!("w3 got w2's address {w3} {waited:?} after w2 was killed (lease 6 s)");
+    rw.ensure_no_peer("w2")?;
+    rw.ensure_peer("w3", w3)?;
+    rw.ensure_peer("w1", addrs[0])?;
 
     let w = rw.worker("w1")?;
     ensure!(

@@ -502,6 +502,44 @@ impl RemoteWorkers {
         leases(&self.t.net.gw_a, &self.t.a.config_path)
     }
 
+    /// The `peers[]` entry of gateway A's `status --json` with public key `key`, if any.
+    pub(crate) fn gateway_peer(&self, key: &str) -> Result<Option<Value>> {
+        let status = self.t.status_a()?;
+        Ok(status.0["peers"].as_array().and_then(|peers| {
+            peers
+                .iter()
+                .find(|p| p["public_key"].as_str() == Some(key))
+                .cloned()
+        }))
+    }
+
+    /// Fails unless gateway A has worker `name` as a WireGuard peer with exactly `addr/32` as its
+    /// allowed IPs.
+    pub(crate) fn ensure_peer(&self, name: &str, addr: Ipv4Addr) -> Result<()> {
+        let key = &self.get(name)?.keys.public_key;
+        let peer = self
+            .gateway_peer(key)?
+            .with_context(|| format!("gateway A has no peer for {name} ({key})"))?;
+        let allowed: Vec<&str> = peer["allowed_ips"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        ensure!(
+            allowed == [format!("{addr}/32")],
+            "{name}'s peer on gateway A allows {allowed:?}, not just {addr}/32: {peer}"
+        );
+        Ok(())
+    }
+
+    /// Fails if gateway A still has worker `name` as a WireGuard peer.
+    pub(crate) fn ensure_no_peer(&self, name: &str) -> Result<()> {
+        let key = &self.get(name)?.keys.public_key;
+        if let Some(peer) = self.gateway_peer(key)? {
+            bail!("gateway A still has {name} as a peer after its lease ended: {peer}");
+        }
+        Ok(())
+    }
+
     /// Gateway A's log so far.
     pub(crate) fn gw_a_log(&self) -> String {
         self.t.gw_a.as_ref().map(Daemon::log).unwrap_or_default()
