@@ -252,6 +252,49 @@ fn three_workers(rw: &mut RemoteWorkers) -> Result<()> {
             );
         }
     }
+
+    // A worker cannot use another worker's address (or one nobody leased): gateway A only accepts
+    // a client's leased address as the source of its packets.
+    let w1 = rw.get("w1")?;
+    let before =
+        rw.t.status_a()?
+            .counter("rx_source_not_allowed")
+            .unwrap_or(0);
+    for spoofed in [addrs[1], Ipv4Addr::new(10, 77, 100, 200)] {
+        let cidr = format!("{spoofed}/32");
+        w1.ns
+            .run(&["ip", "addr", "add", &cidr, "dev", CLIENT_TUN])?;
+        let got_through = w1.ns.succeeds(&[
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            "3",
+            "-W",
+            "1",
+            "-I",
+            &spoofed.to_string(),
+            LAN_A_HOST,
+        ]);
+        w1.ns
+            .run(&["ip", "addr", "del", &cidr, "dev", CLIENT_TUN])?;
+        ensure!(
+            !got_through,
+            "w1 reached office A with the source address {spoofed}, which is not its lease"
+        );
+    }
+    let after =
+        rw.t.status_a()?
+            .counter("rx_source_not_allowed")
+            .unwrap_or(0);
+    eprintln!(
+        "spoofed sources: gateway A counted {} rx_source_not_allowed",
+        after - before
+    );
+    for w in &rw.workers {
+        wait_ping(&w.ns, LAN_A_HOST, PING_TIMEOUT)
+            .with_context(|| format!("{} -> LAN A after w1's spoofing", w.name))?;
+    }
     for w in &mut rw.workers {
         w.daemon()?.ensure_running()?;
     }

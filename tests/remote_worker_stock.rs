@@ -115,5 +115,38 @@ fn stock(rw: &mut RemoteWorkers) -> Result<()> {
     )?;
     // And back: office A reaches the phone's fixed address.
     wait_ping(&rw.t.net.lan_a, FIXED, Duration::from_secs(10)).context("office A -> phone")?;
+
+    // wireguard-go sends whatever source address it is given; gateway A must accept only the
+    // phone's own address from its key.
+    let spoofed = "10.77.100.61";
+    let before =
+        rw.t.status_a()?
+            .counter("rx_source_not_allowed")
+            .unwrap_or(0);
+    phone.ns.run(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{spoofed}/32"),
+        "dev",
+        &client.iface,
+    ])?;
+    let got_through = phone.ns.succeeds(&[
+        "ping", "-n", "-q", "-c", "3", "-W", "1", "-I", spoofed, LAN_A_HOST,
+    ]);
+    ensure!(
+        !got_through,
+        "a stock client reached office A with source {spoofed}, not its address {FIXED}"
+    );
+    let after =
+        rw.t.status_a()?
+            .counter("rx_source_not_allowed")
+            .unwrap_or(0);
+    ensure!(
+        after >= before + 3,
+        "gateway A counted {} packets with a source not allowed, expected at least 3",
+        after - before
+    );
+    wait_ping(&phone.ns, LAN_A_HOST, Duration::from_secs(10)).context("phone after spoofing")?;
     rw.t.ensure_running()
 }
