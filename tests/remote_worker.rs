@@ -287,8 +287,10 @@ fn three_workers(rw: &mut RemoteWorkers) -> Result<()> {
         rw.t.status_a()?
             .counter("rx_source_not_allowed")
             .unwrap_or(0);
-    eprintln!(
-        "spoofed sources: gateway A counted {} rx_source_not_allowed",
+    ensure!(
+        after >= before + 6,
+        "gateway A counted {} packets with a source not allowed, expected at least 6 (3 pings \
+         from each of 2 spoofed addresses)",
         after - before
     );
     for w in &rw.workers {
