@@ -82,7 +82,10 @@ fn masquerade_is_port_restricted_cone() {
     let text = must(lab.netcheck(&config, false));
     eprintln!("{text}");
     assert!(text.contains("port-restricted cone NAT"), "{text}");
-    assert!(text.contains(&format!("public endpoint: {}:", lab.wan())), "{text}");
+    assert!(
+        text.contains(&format!("public endpoint: {}:", lab.wan())),
+        "{text}"
+    );
     assert!(text.contains("hairpinning:     no"), "{text}");
 }
 
@@ -161,7 +164,11 @@ fn upnp_maps_the_listen_port_while_the_gateway_runs() {
 
     // SIGTERM: the gateway removes its mapping before it exits.
     let exit = must(gw.terminate(Duration::from_secs(20)));
-    assert!(exit.success(), "gateway exit: {exit:?}\n{}", gw.log_tail(30));
+    assert!(
+        exit.success(),
+        "gateway exit: {exit:?}\n{}",
+        gw.log_tail(30)
+    );
     assert!(
         gw.log().contains("upnp: mapping removed"),
         "{}",

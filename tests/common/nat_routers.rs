@@ -79,7 +79,14 @@ impl NatLab {
         if kind == RouterKind::Upnp {
             router.addr("wan0", &format!("{wan}/32"))?;
             router.run(&[
-                "ip", "route", "add", "198.51.100.0/24", "dev", "wan0", "src", wan,
+                "ip",
+                "route",
+                "add",
+                "198.51.100.0/24",
+                "dev",
+                "wan0",
+                "src",
+                wan,
             ])?;
             stun.run(&["ip", "route", "add", &format!("{wan}/32"), "dev", "wan0"])?;
         } else {
