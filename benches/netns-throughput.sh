@@ -9,7 +9,9 @@
 # Two namespaces joined by one veth pair. In turn, each of these carries iperf3 and ping from A
 # to B (only one runs at a time; each is torn down before the next starts):
 #   veth           the plain veth link, no tunnel (MTU 1500): the ceiling
-#   sitelink       sitelink-gateway in A and in B                    10.201.0.0/24
+#   sitelink-plain sitelink-gateway with SITELINK_DATAPATH=plain: one packet per system call,
+#                  the path before batching                          10.201.0.0/24
+#   sitelink       sitelink-gateway in A and in B (batched I/O, offloads) 10.201.0.0/24
 #   wireguard-go   the distribution's wireguard-go, configured with wg 10.202.0.0/24
 #   boringtun-cli  boringtun-cli (cargo install), configured with wg   10.203.0.0/24
 # and measures: iperf3 TCP with 1 stream, 4 streams (-P 4) and 1 stream reversed (-R, B sends),
@@ -20,8 +22,9 @@
 # Options:
 #   --repeat N      runs per iperf3 test (default 3)
 #   --duration S    seconds per iperf3 run (default 10)
-#   --only LIST     comma-separated subset of veth,sitelink,wireguard-go,boringtun-cli
-#   --skip-build    use target/release/sitelink-{gateway,keys} as they are (also SKIP_BUILD=1)
+#   --only LIST     comma-separated subset of veth,sitelink-plain,sitelink,wireguard-go,boringtun-cli
+#   --skip-build    use $CARGO_TARGET_DIR/release/sitelink-{gateway,keys} (default target/) as they
+#                   are (also SKIP_BUILD=1)
 #
 # Needs root. Installs iperf3, wireguard-go, wireguard-tools and jq with apt-get when missing, and
 # boringtun-cli with `cargo install --locked --root target/bench-tools` (kept there for later
@@ -42,7 +45,7 @@ ROOT=$PWD
 
 REPEAT=3
 DURATION=10
-ONLY=veth,sitelink,wireguard-go,boringtun-cli
+ONLY=veth,sitelink-plain,sitelink,wireguard-go,boringtun-cli
 SKIP_BUILD=${SKIP_BUILD:-0}
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
@@ -60,9 +63,9 @@ done
 IMPLS=()
 for name in ${ONLY//,/ }; do
     case $name in
-        veth | sitelink | wireguard-go) IMPLS+=("$name") ;;
+        veth | sitelink | sitelink-plain | wireguard-go) IMPLS+=("$name") ;;
         boringtun | boringtun-cli) IMPLS+=(boringtun-cli) ;;
-        *) echo "--only: unknown path $name (veth, sitelink, wireguard-go, boringtun-cli)" >&2; exit 2 ;;
+        *) echo "--only: unknown path $name (veth, sitelink-plain, sitelink, wireguard-go, boringtun-cli)" >&2; exit 2 ;;
     esac
 done
 wants() { [[ " ${IMPLS[*]} " == *" $1 "* ]]; }
@@ -153,14 +156,14 @@ for ns in $(ip netns list | awk '{print $1}' | grep '^slbench-' || true); do
 done
 
 # --- builds -----------------------------------------------------------------------------------
-BIN=$ROOT/target/release
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 GW=$BIN/sitelink-gateway
 KEYS=$BIN/sitelink-keys
 TOOLS=$ROOT/target/bench-tools
 BORINGTUN=$TOOLS/bin/boringtun-cli
 declare -A NA=()   # path -> why it has no numbers
 
-if wants sitelink; then
+if wants sitelink || wants sitelink-plain; then
     if [[ $SKIP_BUILD != 1 ]]; then
         say "Building sitelink (release)"
         cargo build --release -p sitelink-gateway -p sitelink-keys >&2
@@ -301,8 +304,9 @@ forget_pids() { # drop stopped processes from PIDS
     PIDS=("${keep[@]}")
 }
 
-run_sitelink() {
-    local net=10.201.0 side ns ip peer_ip peer_wan pub pub_a pub_b pids=()
+run_sitelink() { # path datapath-mode (batch | plain)
+    local impl=$1 mode=$2 net=10.201.0 side ns ip peer_ip peer_wan pub pub_a pub_b pids=()
+    rm -f "$WORK"/sl-[ab].sock "$WORK"/sl-[ab].key
     "$KEYS" genkey --out "$WORK/sl-a.key" >/dev/null
     "$KEYS" genkey --out "$WORK/sl-b.key" >/dev/null
     pub_a=$("$KEYS" pubkey <"$WORK/sl-a.key")
@@ -324,7 +328,7 @@ public_key = "$pub"
 endpoint = "$peer_wan:$PORT"
 allowed_ips = ["$net.$peer_ip/32"]
 EOF
-        start_bg "$WORK/sitelink-$side.log" "$ns" env RUST_LOG=warn \
+        start_bg "$WORK/$impl-$side.log" "$ns" env RUST_LOG=warn SITELINK_DATAPATH="$mode" \
             "$GW" up --config "$WORK/sl-$side.toml" --socket "$WORK/sl-$side.sock"
         pids+=("$STARTED")
     done
@@ -335,11 +339,11 @@ EOF
     TUNNEL_PIDS=("${pids[@]}")
     local ok=0
     if [[ -S $WORK/sl-a.sock && -S $WORK/sl-b.sock ]]; then
-        measure sitelink "$net.2" || ok=$?
+        measure "$impl" "$net.2" || ok=$?
     else
-        NA[sitelink]="the gateways did not come up within 10 s (see $WORK/sitelink-*.log)"
-        note "${NA[sitelink]}"
-        tail -n 5 "$WORK"/sitelink-*.log >&2 || true
+        NA[$impl]="the gateways did not come up within 10 s (see $WORK/$impl-*.log)"
+        note "${NA[$impl]}"
+        tail -n 5 "$WORK/$impl"-*.log >&2 || true
         ok=1
     fi
     TUNNEL_PIDS=()
@@ -396,7 +400,8 @@ for impl in "${IMPLS[@]}"; do
     say "Measuring $impl: iperf3 ${REPEAT} x ${DURATION} s per test"
     case $impl in
         veth) run_veth || true ;;
-        sitelink) run_sitelink || true ;;
+        sitelink) run_sitelink sitelink batch || true ;;
+        sitelink-plain) run_sitelink sitelink-plain plain || true ;;
         wireguard-go) run_uapi wireguard-go 10.202.0 wireguard-go -f || true ;;
         boringtun-cli)
             run_uapi boringtun-cli 10.203.0 "$BORINGTUN" -f --disable-drop-privileges \
@@ -417,11 +422,12 @@ cell() { # path column -> "median (min–max)" or n/a
         printf '%.3g (%.3g–%.3g)' "$med" "$min" "$max"
     fi
 }
-ratio() { # column higher-is-better(1|0) -> sitelink / best of wireguard-go and boringtun-cli
-    local col=$1 higher=$2 s best="" o v
+ratio() { # column higher-is-better(1|0) [others...] -> sitelink / best of the others
+    local col=$1 higher=$2 s best="" o v others=(wireguard-go boringtun-cli)
+    [[ $# -gt 2 ]] && others=("${@:3}")
     s=${RES[sitelink,$col]:-}
     [[ -z $s ]] && { echo "n/a"; return; }
-    for o in wireguard-go boringtun-cli; do
+    for o in "${others[@]}"; do
         v=${RES[$o,$col]:-}
         [[ -z $v ]] && continue
         v=${v%% *}
@@ -435,7 +441,8 @@ ratio() { # column higher-is-better(1|0) -> sitelink / best of wireguard-go and 
 describe() {
     case $1 in
         veth) echo "plain veth (MTU 1500)" ;;
-        sitelink) echo "sitelink $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')" ;;
+        sitelink) echo "sitelink $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') (batched)" ;;
+        sitelink-plain) echo "sitelink $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') (plain)" ;;
         wireguard-go) echo "wireguard-go $(wireguard-go --version 2>/dev/null | awk 'NR==1 {print $2}')" ;;
         boringtun-cli) echo "boringtun-cli $("$BORINGTUN" --version 2>/dev/null | awk '{print $2}')" ;;
     esac
@@ -465,6 +472,10 @@ MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
         echo "| **sitelink ÷ best other** | $(ratio single 1) | $(ratio four 1) | $(ratio reverse 1) | $(ratio rtt 0) | $(ratio cpu_single 0) | $(ratio cpu_four 0) | $(ratio cpu_reverse 0) |"
         echo
         echo "Ratios compare medians with the better of wireguard-go and boringtun-cli in each column: above 1× is better for Gbit/s, below 1× is better for RTT and CPU."
+    fi
+    if wants sitelink && wants sitelink-plain; then
+        echo
+        echo "Batched ÷ plain (the gain of batched I/O): 1 stream $(ratio single 1 sitelink-plain), 4 streams $(ratio four 1 sitelink-plain), reverse $(ratio reverse 1 sitelink-plain); CPU s/GB $(ratio cpu_single 0 sitelink-plain), $(ratio cpu_four 0 sitelink-plain), $(ratio cpu_reverse 0 sitelink-plain)."
     fi
     for impl in "${IMPLS[@]}"; do
         [[ -n ${NA[$impl]:-} ]] && echo "- $impl: ${NA[$impl]}"

@@ -1,7 +1,11 @@
 //! The gateway's event loop: one task that moves packets between the TUN device, the UDP socket
 //! and the sans-IO [`Gateway`], services its timers, and answers the control socket.
+//!
+//! How packets reach the devices (batched with offloads, or one per system call) is the
+//! [`datapath`]'s business; `SITELINK_DATAPATH=plain` picks the latter.
 
-use std::io;
+mod datapath;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
@@ -16,13 +20,13 @@ use sitelink_core::control::is_control_packet;
 use sitelink_core::gateway::{Gateway, Sink};
 use sitelink_core::peer::PeerSpec;
 use tokio::sync::mpsc;
-use tokio_tun::Tun;
 use tracing::{info, trace, warn};
 
 use crate::control::{ControlServer, Request};
 use crate::lease_store::RedbStore;
 use crate::netlink::Netlink;
-use crate::udp::UdpTransport;
+use datapath::{Devices, Input};
+pub use datapath::{Mode as DataPathMode, Report as DataPathReport, DATAPATH_ENV};
 
 /// Packets dropped by the I/O layer because a kernel queue was full.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -31,33 +35,8 @@ pub struct IoCounters {
     pub udp_send_dropped: u64,
     /// Packets not written because the TUN device's queue was full.
     pub tun_write_dropped: u64,
-}
-
-/// Writes the core's output straight to the socket and the TUN device, without waiting.
-struct DirectSink<'a> {
-    udp: &'a UdpTransport,
-    tun: &'a Tun,
-    counters: &'a mut IoCounters,
-}
-
-impl Sink for DirectSink<'_> {
-    fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) {
-        if let Err(e) = self.udp.try_send_to(datagram, dst) {
-            self.counters.udp_send_dropped += 1;
-            if e.kind() != io::ErrorKind::WouldBlock {
-                trace!(%dst, error = %e, "send failed");
-            }
-        }
-    }
-
-    fn write_tun(&mut self, packet: &[u8]) {
-        if let Err(e) = self.tun.try_send(packet) {
-            self.counters.tun_write_dropped += 1;
-            if e.kind() != io::ErrorKind::WouldBlock {
-                trace!(error = %e, "TUN write failed");
-            }
-        }
-    }
+    /// TUN reads dropped because they could not be split into packets (bad virtio header).
+    pub tun_read_dropped: u64,
 }
 
 /// Builds the core's peer list from the config.
@@ -107,12 +86,10 @@ pub async fn run(
         None => None,
     };
 
-    let udp = UdpTransport::bind(iface.listen_port)?;
-    let listen_port = udp.local_port()?;
-    let tun = crate::tun::create(&iface.name, iface.mtu)?;
-    let ifindex = tun
-        .index()
-        .with_context(|| format!("cannot read the index of {}", iface.name))?;
+    let mode = DataPathMode::from_env()?;
+    let devices = Devices::open(&iface.name, iface.mtu, iface.listen_port, mode).await?;
+    let listen_port = devices.local_port()?;
+    let ifindex = devices.ifindex(&iface.name)?;
     let netlink = Netlink::connect()?;
     let mut routes: Vec<IpNet> = config
         .peers
@@ -138,9 +115,7 @@ pub async fn run(
         "gateway up"
     );
 
-    let mut io_counters = IoCounters::default();
-    let mut tun_buf = vec![0u8; 65_535];
-    let mut udp_buf = vec![0u8; 65_535];
+    let mut io = devices.data_path(iface.mtu);
     tokio::pin!(shutdown);
     let result: Result<()> = loop {
         let mut next = gateway.poll_timeout();
@@ -148,49 +123,32 @@ pub async fn run(
             next = next.min(access.poll_timeout(Instant::now(), SystemTime::now()));
         }
         let deadline = tokio::time::Instant::from_std(next);
-        let mut sink = DirectSink {
-            udp: &udp,
-            tun: &tun,
-            counters: &mut io_counters,
-        };
         tokio::select! {
             () = &mut shutdown => break Ok(()),
-            r = tun.recv(&mut tun_buf) => match r {
-                Ok(n) => gateway.handle_tun_packet(&tun_buf[..n], Instant::now(), &mut sink),
-                Err(e) => break Err(e).context("reading the TUN device"),
-            },
-            r = udp.recv_from(&mut udp_buf) => match r {
-                Ok((n, src)) => {
-                    let bytes = &udp_buf[..n];
-                    match access.as_mut() {
-                        Some(access) if is_control_packet(bytes) => {
-                            if let Err(e) = access.handle_datagram(
-                                src,
-                                bytes,
-                                Instant::now(),
-                                SystemTime::now(),
-                                &mut OsRng,
-                                &mut gateway,
-                                &mut sink,
-                            ) {
-                                trace!(%src, error = %e, "control datagram dropped");
-                            }
-                        }
-                        _ => gateway.handle_datagram(src, bytes, Instant::now(), &mut sink),
+            // A TUN read error ends the loop; UDP errors (ICMP errors from earlier sends surface
+            // as ECONNREFUSED) are logged inside and yield nothing.
+            r = io.wait() => {
+                let fed = r.and_then(|ready| io.feed(ready, |input, now, sink| match input {
+                    Input::Tun(packet) => gateway.handle_tun_packet(packet, now, sink),
+                    Input::Datagram(src, bytes) => {
+                        handle_datagram(&mut gateway, access.as_mut(), src, bytes, now, sink);
                     }
-                }
-                // ICMP errors from earlier sends surface here (e.g. ECONNREFUSED); keep going.
-                Err(e) => trace!(error = %e, "UDP receive error"),
-            },
-            () = tokio::time::sleep_until(deadline) => {
-                let now = Instant::now();
-                gateway.handle_timeout(now, &mut sink);
-                if let Some(access) = access.as_mut() {
-                    access.handle_timeout(now, SystemTime::now(), &mut gateway, &mut sink);
+                }));
+                if let Err(e) = fed {
+                    break Err(e);
                 }
             }
+            () = tokio::time::sleep_until(deadline) => {
+                let now = Instant::now();
+                io.emit(|sink| {
+                    gateway.handle_timeout(now, sink);
+                    if let Some(access) = access.as_mut() {
+                        access.handle_timeout(now, SystemTime::now(), &mut gateway, sink);
+                    }
+                });
+            }
             Some(req) = req_rx.recv() => {
-                let body = answer(&req.command, &gateway, access.as_ref(), &iface.name, listen_port, &io_counters);
+                let body = answer(&req.command, &gateway, access.as_ref(), &iface.name, listen_port, &io.counters(), &io.report());
                 let _ = req.reply.send(body);
             }
         }
@@ -199,11 +157,40 @@ pub async fn run(
     info!(interface = %iface.name, "shutting down");
     netlink.remove(&installed).await;
     drop(control);
-    drop(tun);
+    drop(io);
+    drop(devices);
     if let Err(e) = &result {
         warn!(error = %e, "gateway stopped on error");
     }
     result
+}
+
+/// Hands one received datagram to the control protocol (when the gateway has a `[pool]` and the
+/// datagram is a control message) or to the WireGuard data plane.
+fn handle_datagram(
+    gateway: &mut Gateway,
+    access: Option<&mut Access<RedbStore>>,
+    src: SocketAddr,
+    bytes: &[u8],
+    now: Instant,
+    sink: &mut impl Sink,
+) {
+    match access {
+        Some(access) if is_control_packet(bytes) => {
+            if let Err(e) = access.handle_datagram(
+                src,
+                bytes,
+                now,
+                SystemTime::now(),
+                &mut OsRng,
+                gateway,
+                sink,
+            ) {
+                trace!(%src, error = %e, "control datagram dropped");
+            }
+        }
+        _ => gateway.handle_datagram(src, bytes, now, sink),
+    }
 }
 
 fn answer(
@@ -213,6 +200,7 @@ fn answer(
     ifname: &str,
     listen_port: u16,
     io_counters: &IoCounters,
+    datapath: &DataPathReport,
 ) -> String {
     match command {
         "status" => {
@@ -226,6 +214,7 @@ fn answer(
                 "peers": status.peers,
                 "counters": status.counters,
                 "io_counters": io_counters,
+                "datapath": datapath,
                 "control": access.map(|a| json!({
                     "counters": a.control_counters(),
                     "access": a.counters(),
