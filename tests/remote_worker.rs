@@ -872,6 +872,7 @@ fn unknown_and_garbage(rw: &mut RemoteWorkers) -> Result<()> {
         &to_gateway,
         &rw.t.dir.join("stranger-out.pcap"),
     )?;
+    let unknown_before = control_counter(rw, "rx_unknown_key")?;
     rw.worker("stranger")?.start()?;
     std::thread::sleep(STRANGER_TRIES);
     let sent = stranger_out.lines()?;
@@ -893,11 +894,16 @@ fn unknown_and_garbage(rw: &mut RemoteWorkers) -> Result<()> {
             "the unknown client got an address:\n{}",
             s.log()
         );
-        eprintln!(
-            "unknown client: {} datagrams sent in {STRANGER_TRIES:?}, 0 answered",
-            sent.len()
-        );
     }
+    let unknown = control_counter(rw, "rx_unknown_key")? - unknown_before;
+    ensure!(
+        unknown >= 1,
+        "gateway A did not count the unknown client's handshakes (rx_unknown_key +{unknown})"
+    );
+    eprintln!(
+        "unknown client: {} datagrams sent in {STRANGER_TRIES:?}, 0 answered, rx_unknown_key +{unknown}",
+        sent.len()
+    );
 
     // Garbage from another worker: random datagrams and WireGuard-shaped ones (wg_load), then
     // datagrams in the control protocol's type range with random contents.
@@ -933,10 +939,37 @@ fn unknown_and_garbage(rw: &mut RemoteWorkers) -> Result<()> {
             "wg_load failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
-    let sent_control = send_control_garbage(rw, &target)?;
+    // w1's handshake init again, as it was and tampered: counted, not answered.
+    let counted = |rw: &RemoteWorkers| -> Result<(u64, u64)> {
+        let replays = control_counter(rw, "rx_replayed_handshake")?;
+        let rejected =
+            replays + control_counter(rw, "rx_auth_failed")? + control_counter(rw, "rx_malformed")?;
+        Ok((replays, rejected))
+    };
+    let (replays_before, rejected_before) = counted(rw)?;
     let replayed = replay_control_init(rw, &w1_out, &target)?;
+    let mut now = (replays_before, rejected_before);
+    let seen = wait_until(
+        Duration::from_secs(10),
+        "gateway A to count the replayed and tampered inits",
+        || {
+            now = counted(rw).unwrap_or(now);
+            now.0 > replays_before && now.1 >= rejected_before + replayed as u64
+        },
+    );
+    seen.with_context(|| {
+        format!(
+            "replayed handshakes +{}, all rejected +{} of {replayed} sent; control counters: {}",
+            now.0 - replays_before,
+            now.1 - rejected_before,
+            rw.t.status_a()
+                .map(|s| s.0["control"].to_string())
+                .unwrap_or_default()
+        )
+    })?;
+    let sent_control = send_control_garbage(rw, &target)?;
     // Clients keep working through the garbage.
     for (name, addr) in [("w1", addrs[0]), ("w2", addrs[1])] {
         let w = rw.worker(name)?;
@@ -1026,6 +1059,14 @@ fn replay_control_init(rw: &mut RemoteWorkers, w1_out: &Capture, target: &str) -
             .run(&["socat", "-u", &src, &format!("UDP:{target}")])?;
     }
     Ok(variants.len())
+}
+
+/// A counter of gateway A's control protocol (`status --json` → `control.counters`).
+fn control_counter(rw: &RemoteWorkers, name: &str) -> Result<u64> {
+    let status = rw.t.status_a()?;
+    status.0["control"]["counters"][name]
+        .as_u64()
+        .with_context(|| format!("no control counter {name} in status: {status}"))
 }
 
 /// `target/<profile>/examples/wg_load` (or `$SITELINK_BIN_DIR/examples/wg_load`).
