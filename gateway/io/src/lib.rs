@@ -8,6 +8,8 @@
 //! - [`driver`]: the event loop that feeds packets, datagrams and timers to the core.
 //! - [`netcheck`]: public endpoint, NAT type, hairpinning and UPnP, for `netcheck`.
 //! - [`upnp`]: UPnP IGD port mapping of the listen port.
+//! - [`nat_routing`]: nftables marks and policy routing that steer packets into the NAT's TUN.
+//! - [`nat_router`]: the NAT engine as a standalone router between two interfaces.
 //! - [`client`]: the remote-worker client's event loop, routes, DNS and lease memory.
 
 pub mod batch;
@@ -15,6 +17,8 @@ pub mod client;
 pub mod control;
 pub mod driver;
 pub mod lease_store;
+pub mod nat_router;
+pub mod nat_routing;
 pub mod netcheck;
 pub mod netlink;
 pub mod tun;

@@ -272,7 +272,7 @@ impl Gateway {
         };
         let n = packet.len().min(nat.buf.len());
         nat.buf[..n].copy_from_slice(&packet[..n]);
-        match nat.from_tun(n, now) {
+        match nat.translate_from_tun(n, now) {
             nat::FromTun::Route(len) => self.route_packet(&nat.buf[..len], sink),
             nat::FromTun::BackToTun(None) => sink.write_tun(packet),
             nat::FromTun::BackToTun(Some(p)) => sink.write_tun(&p),
@@ -533,7 +533,7 @@ fn deliver(
         let n = inner.len().min(nat.buf.len());
         nat.buf[..n].copy_from_slice(&inner[..n]);
         let transit = Tunn::dst_address(inner).is_some_and(|d| routes.longest_match(d).is_some());
-        match nat.to_tun(n, transit, now) {
+        match nat.translate_to_tun(n, transit, now) {
             nat::ToTun::Write(len) => sink.write_tun(&nat.buf[..len]),
             nat::ToTun::Tunnels(len) => nat.to_tunnels.push(nat.buf[..len].to_vec()),
             nat::ToTun::Reply(p) => nat.to_tunnels.push(p),

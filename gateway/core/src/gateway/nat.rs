@@ -128,7 +128,7 @@ impl GatewayNat {
     }
 
     /// Translates the first `len` bytes of the scratch buffer, read from the TUN.
-    pub(super) fn from_tun(&mut self, len: usize, now: Instant) -> FromTun {
+    pub(super) fn translate_from_tun(&mut self, len: usize, now: Instant) -> FromTun {
         let p = &mut self.buf[..len];
         if let Some(nat) = &mut self.tunnels {
             match nat.translate_inbound(p, now) {
@@ -161,7 +161,7 @@ impl GatewayNat {
 
     /// Translates the first `len` bytes of the scratch buffer, decrypted from a peer.
     /// `transit`: the destination belongs to a peer (the packet only passes through).
-    pub(super) fn to_tun(&mut self, len: usize, transit: bool, now: Instant) -> ToTun {
+    pub(super) fn translate_to_tun(&mut self, len: usize, transit: bool, now: Instant) -> ToTun {
         let p = &mut self.buf[..len];
         if let Some(nat) = &mut self.lan {
             match nat.translate_inbound(p, now) {
@@ -300,7 +300,7 @@ mod tests {
         let mut nat = engines("[[netmap]]\nreal = \"192.168.1.0/24\"\nmapped = \"10.10.1.0/24\"\n");
         let now = Instant::now();
         let n = load(&mut nat, &udp([192, 168, 1, 10], 5000, [10, 10, 2, 20], 80));
-        assert!(matches!(nat.from_tun(n, now), FromTun::Route(_)));
+        assert!(matches!(nat.translate_from_tun(n, now), FromTun::Route(_)));
         assert_eq!(
             ends(&nat.buf[..n]),
             (
@@ -311,7 +311,10 @@ mod tests {
             )
         );
         let n = load(&mut nat, &udp([10, 10, 2, 20], 80, [10, 10, 1, 10], 5000));
-        assert!(matches!(nat.to_tun(n, false, now), ToTun::Write(_)));
+        assert!(matches!(
+            nat.translate_to_tun(n, false, now),
+            ToTun::Write(_)
+        ));
         assert_eq!(
             ends(&nat.buf[..n]),
             (
@@ -332,7 +335,10 @@ mod tests {
             &mut nat,
             &udp([10, 77, 100, 50], 5000, [192, 168, 10, 10], 53),
         );
-        assert!(matches!(nat.to_tun(n, false, now), ToTun::Write(_)));
+        assert!(matches!(
+            nat.translate_to_tun(n, false, now),
+            ToTun::Write(_)
+        ));
         let (src, sport, _, _) = ends(&nat.buf[..n]);
         assert_eq!(src, Ipv4Addr::new(192, 168, 10, 1));
         assert!((61000..=65535).contains(&sport), "{sport}");
@@ -340,7 +346,7 @@ mod tests {
             &mut nat,
             &udp([192, 168, 10, 10], 53, [192, 168, 10, 1], sport),
         );
-        assert!(matches!(nat.from_tun(n, now), FromTun::Route(_)));
+        assert!(matches!(nat.translate_from_tun(n, now), FromTun::Route(_)));
         assert_eq!(
             ends(&nat.buf[..n]),
             (
@@ -355,7 +361,10 @@ mod tests {
             &mut nat,
             &udp([10, 77, 100, 50], 5000, [10, 77, 100, 51], 53),
         );
-        assert!(matches!(nat.to_tun(n, true, now), ToTun::Write(_)));
+        assert!(matches!(
+            nat.translate_to_tun(n, true, now),
+            ToTun::Write(_)
+        ));
         assert_eq!(ends(&nat.buf[..n]).0, Ipv4Addr::new(10, 77, 100, 50));
         let r = nat.report(now);
         assert!(r.lan_side.is_none());
