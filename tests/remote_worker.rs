@@ -591,6 +591,66 @@ fn renewed_survive(rw: &mut RemoteWorkers) -> Result<()> {
     rw.t.ensure_running()
 }
 
+/// On expiry the client drops the address and starts over: gateway A is down for longer than the
+/// 6 s lease, so w1 cannot renew or rebind; its address leaves the TUN device and status, and
+/// once the gateway is back w1 leases again (its old address: the store and w1 remember it).
+#[test]
+fn client_drops_an_expired_lease_and_starts_over() {
+    let mut s = workers(&[WorkerSpec::auto("w1")]);
+    s.pool.lease_time = 6;
+    let Some(mut rw) = setup("rw-client-expiry", &s, &[]) else {
+        return;
+    };
+    must(rw.t.start_a());
+    must(client_expiry(&mut rw));
+}
+
+fn client_expiry(rw: &mut RemoteWorkers) -> Result<()> {
+    let addr = start_and_bind(rw, &["w1"])?[0];
+    rw.t.gw_a
+        .as_mut()
+        .context("gateway A not started")?
+        .kill9()?;
+    let w1 = rw.worker("w1")?;
+    let mut last = String::new();
+    let dropped = wait_until(
+        Duration::from_secs(30),
+        "w1 to drop its expired lease",
+        || match (w1.status(), w1.tun_addresses()) {
+            (Ok(status), Ok(on_tun)) => {
+                last = format!("status {status}; {CLIENT_TUN} has {on_tun:?}");
+                status["address"].is_null() && !on_tun.contains(&addr)
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                last = format!("{e:#}");
+                false
+            }
+        },
+    );
+    dropped.with_context(|| format!("last: {last}; log:\n{}", w1.log()))?;
+    w1.daemon()?.ensure_running()?;
+    ensure!(
+        !common::traffic::ping(&w1.ns, LAN_A_HOST),
+        "w1 reaches office A with gateway A down"
+    );
+
+    rw.t.start_a().context("restarting gateway A")?;
+    let w1 = rw.worker("w1")?;
+    let mut again = None;
+    wait_until(Duration::from_secs(60), "w1 to lease again", || {
+        again = w1.status_address().ok().flatten();
+        again.is_some()
+    })
+    .with_context(|| format!("log:\n{}", w1.log()))?;
+    ensure!(
+        again == Some(addr),
+        "w1 had {addr} before its lease ran out, got {again:?} after"
+    );
+    wait_ping(&w1.ns, LAN_A_HOST, PING_TIMEOUT).context("w1 -> LAN A after leasing again")?;
+    ensure_leases(rw, &[("w1", addr)], true)?;
+    rw.t.ensure_running()
+}
+
 /// While gateway A is down after kill -9, `leases --json` reads the store and shows every lease.
 #[test]
 #[ignore = "`leases` tries the stale socket a kill -9 leaves and fails (connection refused) \
