@@ -23,6 +23,7 @@
 pub(crate) mod bins;
 pub(crate) mod config;
 pub(crate) mod daemon;
+pub(crate) mod nat_router;
 pub(crate) mod nat_routers;
 pub(crate) mod netns;
 pub(crate) mod sites;
