@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
-use rand_core::OsRng;
+use rand_core::{OsRng, RngCore};
 use serde_json::json;
 use sitelink_core::access::Access;
 use sitelink_core::config::GatewayConfig;
@@ -70,6 +70,12 @@ pub async fn run(
             .with_context(|| format!("{}", config.path.display()))?;
     }
 
+    if let Some(nat) = &config.nat {
+        gateway
+            .set_nat(nat, OsRng.next_u64(), Instant::now())
+            .with_context(|| format!("{}: [nat]", config.path.display()))?;
+    }
+
     let mut access = match &config.pool {
         Some(pool) => {
             let store = RedbStore::open(&pool.store)?;
@@ -103,6 +109,20 @@ pub async fn run(
     let installed = netlink
         .configure(&iface.name, ifindex, &iface.address, &routes)
         .await?;
+    let nat_steering = match crate::nat_routing::install_for_gateway(
+        &iface.name,
+        ifindex,
+        config.nat.as_ref(),
+        listen_port,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            netlink.remove(&installed).await;
+            return Err(e);
+        }
+    };
 
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(16);
     let control = ControlServer::start(&socket_path, req_tx)?;
@@ -155,6 +175,9 @@ pub async fn run(
     };
 
     info!(interface = %iface.name, "shutting down");
+    if let Some(mut steering) = nat_steering {
+        steering.remove().await;
+    }
     netlink.remove(&installed).await;
     drop(control);
     drop(io);
@@ -222,6 +245,10 @@ fn answer(
             })
             .to_string()
         }
+        "nat" => match gateway.nat_report(Instant::now()) {
+            Some(report) => json!(report).to_string(),
+            None => json!({ "error": "this gateway has no [nat] rules" }).to_string(),
+        },
         "leases" => match access {
             Some(access) => leases_json(access).to_string(),
             None => {

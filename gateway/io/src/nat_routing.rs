@@ -40,6 +40,7 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::route::RouteScope;
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
+use sitelink_core::nat::{ForwardProto, NatConfig};
 use tracing::{debug, info, warn};
 
 /// Priority of the fwmark rule.
@@ -203,6 +204,65 @@ fn nft(script: &str) -> Result<()> {
 
 fn sysctl(path: &str, value: &str) -> Result<()> {
     std::fs::write(path, value).with_context(|| format!("cannot write {value} to {path}"))
+}
+
+/// What the gateway steers into its TUN device `tun` for `config` (see
+/// [`sitelink_core::gateway::nat`]); `None` when nothing needs steering (netmaps only).
+pub fn gateway_steering(
+    tun: &str,
+    config: &NatConfig,
+    listen_port: u16,
+) -> Result<Option<Steering>> {
+    if config.masquerade.is_empty() && config.forward.is_empty() {
+        return Ok(None);
+    }
+    let config = sitelink_core::gateway::nat::effective_config(config);
+    let port_range = config.port_range.map(|r| (r.lo, r.hi));
+    if let Some((lo, hi)) = port_range {
+        if (lo..=hi).contains(&listen_port) {
+            bail!(
+                "[nat] port_range {lo}-{hi} contains the tunnel's listen_port {listen_port}\n  fix: move port_range (the default is 61000-65535) or listen_port so they do not overlap"
+            );
+        }
+    }
+    let forwards = config
+        .forward
+        .iter()
+        .map(|f| SteeredPort {
+            proto: match f.proto {
+                ForwardProto::Tcp => "tcp",
+                ForwardProto::Udp => "udp",
+            },
+            addr: f.external_addr,
+            port: f.external_port,
+        })
+        .collect();
+    Ok(Some(Steering {
+        tun: tun.to_owned(),
+        externals: config.external_addresses(),
+        port_range,
+        forwards,
+        ..Steering::default()
+    }))
+}
+
+/// Sets up the gateway's steering (see [`gateway_steering`]) on its own netlink connection.
+pub async fn install_for_gateway(
+    tun: &str,
+    ifindex: u32,
+    config: Option<&NatConfig>,
+    listen_port: u16,
+) -> Result<Option<Installed>> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let Some(steering) = gateway_steering(tun, config, listen_port)? else {
+        return Ok(None);
+    };
+    let (connection, handle, _) =
+        rtnetlink::new_connection().context("cannot open a netlink socket")?;
+    tokio::spawn(connection);
+    install(&handle, ifindex, &steering).await.map(Some)
 }
 
 /// Installs the steering for `s` into the TUN device with index `ifindex`.

@@ -508,6 +508,21 @@ impl NatConfig {
     }
 }
 
+impl NatConfig {
+    /// Every external address: the masquerade pools' usable addresses and the forwards'
+    /// `external_addr`s, in order, without duplicates.
+    pub fn external_addresses(&self) -> Vec<Ipv4Addr> {
+        let mut out: Vec<Ipv4Addr> = Vec::new();
+        let pools = self.masquerade.iter().flat_map(|m| pool_addresses(&m.pool));
+        for a in pools.chain(self.forward.iter().filter_map(|f| f.external_addr)) {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out
+    }
+}
+
 impl MasqueradeRule {
     /// `(mapping, filtering)` of this rule: explicit, else the preset, else port-restricted cone.
     pub fn behaviour(&self) -> (Dependency, Dependency) {
