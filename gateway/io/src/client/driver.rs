@@ -26,7 +26,7 @@ use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
 use rand_core::OsRng;
 use serde_json::{json, Value};
-use sitelink_core::config::{ClientConfig, ClientGatewayConfig};
+use sitelink_core::config::{ClientConfig, ClientGatewayConfig, GatewayEndpoint};
 use sitelink_core::control::client::{
     Binding, ClientConfig as ControlConfig, ControlClient, Event, State,
 };
@@ -456,6 +456,14 @@ impl Client {
                 Event::Lost { address } => {
                     warn!(%address, gateway = %self.gateway.name, "lease lost; tunnel down, asking again");
                     self.teardown().await;
+                    if matches!(self.gateway.endpoint, GatewayEndpoint::Host { .. }) {
+                        // The gateway may have moved: look its name up again and start over.
+                        self.control = None;
+                        self.endpoint = None;
+                        self.resolve_at = Instant::now();
+                        self.resolve_failures = 0;
+                        return Ok(false);
+                    }
                 }
                 Event::Released { address } => {
                     info!(address = ?address, gateway = %self.gateway.name, "lease released");
