@@ -28,8 +28,11 @@ use std::time::Instant;
 use serde::Serialize;
 use tracing::{trace, warn};
 
+use std::net::Ipv4Addr;
+
 use crate::nat::{
-    Nat, NatConfig, NatConfigError, NatCounters, NatEvent, PortRange, SessionInfo, Verdict,
+    DropReason, MasqueradeRule, Nat, NatConfig, NatConfigError, NatCounters, NatEvent, PortRange,
+    Prefix, Preset, SessionInfo, Verdict,
 };
 
 /// NAT ports the gateway uses when `port_range` is unset: above Linux's default ephemeral range
@@ -54,8 +57,10 @@ pub fn effective_config(config: &NatConfig) -> NatConfig {
 
 /// The NAT engines of one gateway and the scratch buffer they rewrite in.
 pub(super) struct GatewayNat {
-    /// Inside: the TUN (LAN); netmaps.
+    /// Inside: the TUN (LAN); netmaps, and the source NAT of forwards with a `source`.
     lan: Option<Nat>,
+    /// The forwards' `source` addresses (the LAN side's masquerade pool).
+    forward_sources: Vec<Ipv4Addr>,
     /// Inside: the tunnels; masquerading and forwards.
     tunnels: Option<Nat>,
     pub(super) buf: Box<[u8]>,
@@ -97,10 +102,28 @@ impl GatewayNat {
     ) -> Result<Option<Self>, NatConfigError> {
         let config = effective_config(config);
         config.validate()?;
-        let lan = (!config.netmap.is_empty())
+        // A forward with a `source`: after the tunnel side has moved the destination to the
+        // target, the LAN side moves the source to `source` (and back for the replies).
+        let snat: Vec<MasqueradeRule> = config
+            .forward
+            .iter()
+            .filter_map(|f| {
+                f.source.map(|s| MasqueradeRule {
+                    source: Vec::new(),
+                    destination: vec![Prefix(f.to.addr.into())],
+                    pool: vec![Prefix(s.into())],
+                    preset: Some(Preset::PortRestrictedCone),
+                    mapping: None,
+                    filtering: None,
+                })
+            })
+            .collect();
+        let forward_sources: Vec<Ipv4Addr> =
+            config.forward.iter().filter_map(|f| f.source).collect();
+        let lan = (!config.netmap.is_empty() || !snat.is_empty())
             .then(|| {
                 let c = NatConfig {
-                    masquerade: Vec::new(),
+                    masquerade: snat,
                     forward: Vec::new(),
                     ..config.clone()
                 };
@@ -121,6 +144,7 @@ impl GatewayNat {
         }
         Ok(Some(Self {
             lan,
+            forward_sources,
             tunnels,
             buf: vec![0u8; buf_len].into_boxed_slice(),
             to_tunnels: Vec::new(),
@@ -133,7 +157,7 @@ impl GatewayNat {
         if let Some(nat) = &mut self.tunnels {
             match nat.translate_inbound(p, now) {
                 Verdict::Forward | Verdict::Pass | Verdict::Hairpin => {}
-                Verdict::Drop(crate::nat::DropReason::IcmpErrorUnmatched) => {
+                Verdict::Drop(DropReason::IcmpErrorUnmatched) => {
                     // Steered here because it went to a pool address, but about none of our
                     // flows: it is the gateway's own (e.g. path MTU for its UDP socket).
                     return FromTun::BackToTun(None);
@@ -166,6 +190,13 @@ impl GatewayNat {
         if let Some(nat) = &mut self.lan {
             match nat.translate_inbound(p, now) {
                 Verdict::Forward | Verdict::Pass | Verdict::Hairpin => {}
+                // To a forward's `source` (the gateway's own tunnel address, say) but none of
+                // its flows: the gateway's own traffic, let it through.
+                Verdict::Drop(DropReason::NoSession)
+                    if p.get(16..20).is_some_and(|d| {
+                        self.forward_sources
+                            .contains(&Ipv4Addr::new(d[0], d[1], d[2], d[3]))
+                    }) => {}
                 Verdict::Drop(reason) => {
                     trace!(%reason, "LAN-side NAT dropped a packet from a peer");
                     return ToTun::Drop;
@@ -369,5 +400,48 @@ mod tests {
         let r = nat.report(now);
         assert!(r.lan_side.is_none());
         assert_eq!(r.tunnel_side.expect("tunnel side").sessions_total, 1);
+    }
+
+    #[test]
+    fn forward_with_source_reaches_a_host_in_another_office() {
+        let mut nat = engines(
+            "[[forward]]\nproto = \"udp\"\nexternal_addr = \"198.51.100.1\"\nexternal_port = 8080\n\
+             to = \"10.10.2.10:5201\"\nsource = \"10.77.0.1\"\n",
+        );
+        let now = Instant::now();
+        let n = load(
+            &mut nat,
+            &udp([198, 51, 100, 254], 4000, [198, 51, 100, 1], 8080),
+        );
+        assert!(matches!(nat.translate_from_tun(n, now), FromTun::Route(_)));
+        let (src, sport, dst, dport) = ends(&nat.buf[..n]);
+        assert_eq!(
+            (src, dst, dport),
+            (
+                Ipv4Addr::new(10, 77, 0, 1),
+                Ipv4Addr::new(10, 10, 2, 10),
+                5201
+            )
+        );
+        let n = load(&mut nat, &udp([10, 10, 2, 10], 5201, [10, 77, 0, 1], sport));
+        assert!(matches!(
+            nat.translate_to_tun(n, false, now),
+            ToTun::Write(_)
+        ));
+        assert_eq!(
+            ends(&nat.buf[..n]),
+            (
+                Ipv4Addr::new(198, 51, 100, 1),
+                8080,
+                Ipv4Addr::new(198, 51, 100, 254),
+                4000
+            )
+        );
+        // Other traffic to the gateway's tunnel address is not the NAT's business.
+        let n = load(&mut nat, &udp([10, 10, 2, 10], 7000, [10, 77, 0, 1], 7000));
+        assert!(matches!(
+            nat.translate_to_tun(n, false, now),
+            ToTun::Write(_)
+        ));
     }
 }

@@ -157,6 +157,12 @@ pub struct PortForward {
     pub external_addr: Option<Ipv4Addr>,
     /// The inside host, `"ip:port"`, or `"ip"` to keep the port.
     pub to: ForwardTarget,
+    /// Gateway only: the source address forwarded connections get on their way to `to` (e.g.
+    /// the gateway's tunnel address), so that a target without a route back through this
+    /// gateway (a host in another office, a remote worker) answers through the tunnel. Unset:
+    /// the client's own address is kept. The engine itself ignores it.
+    #[serde(default)]
+    pub source: Option<Ipv4Addr>,
 }
 
 /// Idle timeouts, in seconds. The minimums are the RFCs' and are enforced.
