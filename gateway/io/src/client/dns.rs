@@ -54,8 +54,23 @@ pub fn resolv_conf_lines(servers: &[IpAddr]) -> String {
         .collect()
 }
 
-/// Applies `servers` for interface `ifname` if `enabled`.
+/// Applies `servers` for interface `ifname` if `enabled`, with the `resolvconf` on `PATH`.
 pub fn apply(ifname: &str, servers: &[IpAddr], enabled: bool) -> DnsOutcome {
+    apply_with(
+        find_in_path("resolvconf").as_deref(),
+        ifname,
+        servers,
+        enabled,
+    )
+}
+
+/// [`apply`] with the `resolvconf` program given (`None`: there is none).
+fn apply_with(
+    resolvconf: Option<&Path>,
+    ifname: &str,
+    servers: &[IpAddr],
+    enabled: bool,
+) -> DnsOutcome {
     if servers.is_empty() {
         return DnsOutcome::NonePushed;
     }
@@ -63,13 +78,13 @@ pub fn apply(ifname: &str, servers: &[IpAddr], enabled: bool) -> DnsOutcome {
         info!(servers = ?servers, "the gateway pushed DNS servers; not applying them (set dns = true in [interface] to use them)");
         return DnsOutcome::Disabled;
     }
-    let Some(resolvconf) = find_in_path("resolvconf") else {
+    let Some(resolvconf) = resolvconf else {
         let why = "no resolvconf on this host; configure these servers by hand".to_owned();
         warn!(servers = ?servers, "DNS servers not applied: {why}");
         return DnsOutcome::NotApplied(why);
     };
     let record = record_name(ifname);
-    match run_resolvconf(&resolvconf, &["-a", &record], &resolv_conf_lines(servers)) {
+    match run_resolvconf(resolvconf, &["-a", &record], &resolv_conf_lines(servers)) {
         Ok(()) => {
             info!(servers = ?servers, record, "DNS servers applied with resolvconf");
             DnsOutcome::Resolvconf(record)
@@ -83,14 +98,18 @@ pub fn apply(ifname: &str, servers: &[IpAddr], enabled: bool) -> DnsOutcome {
 
 /// Undoes [`apply`].
 pub fn revert(outcome: &DnsOutcome) {
+    revert_with(find_in_path("resolvconf").as_deref(), outcome);
+}
+
+fn revert_with(resolvconf: Option<&Path>, outcome: &DnsOutcome) {
     let DnsOutcome::Resolvconf(record) = outcome else {
         return;
     };
-    let Some(resolvconf) = find_in_path("resolvconf") else {
+    let Some(resolvconf) = resolvconf else {
         warn!(record, "resolvconf is gone; cannot remove the DNS servers");
         return;
     };
-    match run_resolvconf(&resolvconf, &["-d", record], "") {
+    match run_resolvconf(resolvconf, &["-d", record], "") {
         Ok(()) => info!(record, "DNS servers removed"),
         Err(why) => warn!(record, %why, "cannot remove the DNS servers"),
     }
@@ -104,24 +123,24 @@ fn run_resolvconf(program: &Path, args: &[&str], stdin: &str) -> Result<(), Stri
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-    if let Some(mut input) = child.stdin.take() {
-        input
-            .write_all(stdin.as_bytes())
-            .map_err(|e| format!("cannot write to resolvconf: {e}"))?;
-    }
+    // A resolvconf that fails early may not read its input: its exit status and stderr say
+    // more than the broken pipe.
+    let written = match child.stdin.take() {
+        Some(mut input) => input.write_all(stdin.as_bytes()),
+        None => Ok(()),
+    };
     let out = child
         .wait_with_output()
         .map_err(|e| format!("resolvconf failed: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
+    if !out.status.success() {
+        return Err(format!(
             "resolvconf {} exited with {}: {}",
             args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        ));
     }
+    written.map_err(|e| format!("cannot write to resolvconf: {e}"))
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
@@ -143,6 +162,54 @@ mod tests {
         // Reverting something not applied touches nothing.
         revert(&DnsOutcome::Disabled);
         revert(&DnsOutcome::NotApplied("x".into()));
+    }
+
+    #[test]
+    fn resolvconf_gets_the_servers_and_the_record_is_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(
+            "sitelink-dns-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let log = dir.join("calls");
+        // A stand-in resolvconf that records its arguments and stdin.
+        let fake = dir.join("resolvconf");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho \"args: $*\" >> '{0}'\ncat >> '{0}'\n",
+                log.display()
+            ),
+        )
+        .expect("write fake");
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let servers: Vec<IpAddr> = vec!["192.168.10.53".parse().expect("ip")];
+
+        let outcome = apply_with(Some(&fake), "slc0", &servers, true);
+        assert_eq!(outcome, DnsOutcome::Resolvconf("slc0.sitelink".into()));
+        revert_with(Some(&fake), &outcome);
+        let calls = std::fs::read_to_string(&log).expect("calls");
+        assert_eq!(
+            calls,
+            "args: -a slc0.sitelink\nnameserver 192.168.10.53\nargs: -d slc0.sitelink\n"
+        );
+
+        // No resolvconf, or one that fails: not applied, and said why.
+        assert!(matches!(
+            apply_with(None, "slc0", &servers, true),
+            DnsOutcome::NotApplied(_)
+        ));
+        std::fs::write(&fake, "#!/bin/sh\necho broken >&2\nexit 3\n").expect("write fake");
+        match apply_with(Some(&fake), "slc0", &servers, true) {
+            DnsOutcome::NotApplied(why) => assert!(why.contains("broken"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
