@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use sitelink_core::config::ClientConfig;
 use sitelink_io::control;
 
+mod netcheck;
 mod status;
 
 /// sitelink client: reach the office from anywhere with a leased address.
@@ -43,6 +44,16 @@ enum Command {
         /// Control socket path, if `up` was given one.
         #[arg(long)]
         socket: Option<PathBuf>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find this host's public endpoint and NAT type (STUN servers from `[traversal]`) and
+    /// whether a UPnP router answers. Runs from its own ephemeral port.
+    Netcheck {
+        /// The client's TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -118,6 +129,7 @@ fn run(cli: Cli) -> Result<()> {
                 .context("cannot ask the running client")?;
             status::print(&body, json)
         }
+        Command::Netcheck { config, json } => netcheck::run(&load(&config)?, json),
     }
 }
 
