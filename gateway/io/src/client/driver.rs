@@ -222,8 +222,10 @@ pub async fn run(
             }
             Wake::Tun(Ok(n)) => client.tun_packet(&tun_buf[..n], now),
             Wake::Tun(Err(e)) => {
-                warn!(error = %e, "reading the TUN device failed");
-                failure = Some(anyhow::Error::new(e).context("reading the TUN device"));
+                error!(error = %e, "reading the TUN device failed; giving up");
+                // Without the device there is nothing more to read (and no error loop).
+                client.teardown().await;
+                failure.get_or_insert(anyhow::Error::new(e).context("reading the TUN device"));
             }
             Wake::Udp(Ok((n, src))) => client.datagram(src, &udp_buf[..n], now),
             // ICMP errors from earlier sends (the gateway not up yet) surface here.
