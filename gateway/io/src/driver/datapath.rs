@@ -136,7 +136,7 @@ impl Devices {
                     udp,
                     tun,
                     tun_rx: TunRx::new(mtu),
-                    udp_rx: UdpRx::new(),
+                    udp_rx: Box::new(UdpRx::new()),
                 },
                 out: Output::Batch(BatchSink::new(udp, tun)),
             },
@@ -206,7 +206,8 @@ enum Rx<'a> {
         udp: &'a BatchUdp,
         tun: &'a BatchTun,
         tun_rx: TunRx,
-        udp_rx: UdpRx,
+        /// Boxed: its receive metadata is an inline array.
+        udp_rx: Box<UdpRx>,
     },
 }
 
