@@ -12,6 +12,7 @@
 //! - [`ratelimit`]: per-source limits on handshake initiations.
 //! - [`counters`]: what the data plane dropped, and why.
 //! - [`stun`]: STUN Binding client and RFC 5780 NAT classification (netcheck).
+//! - [`traversal`]: rendezvous, hole punching and relay between gateways behind NAT.
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -27,3 +28,4 @@ pub mod peer;
 pub mod ratelimit;
 pub mod routing;
 pub mod stun;
+pub mod traversal;

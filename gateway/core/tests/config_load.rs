@@ -875,6 +875,51 @@ fn persistent_keepalive_out_of_range() {
 }
 
 #[test]
+fn rendezvous_names_another_peer_with_an_endpoint() {
+    let site = Site::new();
+    let hub = [
+        "",
+        "[[peer]]",
+        "name = \"hub\"",
+        "public_key = \"@C@\"",
+        "endpoint = \"203.0.113.1:51820\"",
+        "allowed_ips = [\"10.77.0.3/32\"]",
+    ];
+    let config = site.ok(&with_peer_b(
+        &[&["rendezvous = \"hub\""][..], &hub[..]].concat(),
+    ));
+    assert_eq!(config.peers[0].rendezvous.as_deref(), Some("hub"));
+    assert_eq!(config.peers[0].endpoint, None);
+    assert_eq!(config.peers[1].rendezvous, None);
+    site.err(
+        &with_peer_b(&["rendezvous = \"nobody\""]),
+        11,
+        ConfigErrorKind::InvalidValue,
+        &[
+            "peer \"office-b\": rendezvous \"nobody\" is not the name of a [[peer]]",
+            "rendezvous = \"hub\"",
+        ],
+    );
+    site.err(
+        &with_peer_b(&["rendezvous = \"office-b\""]),
+        11,
+        ConfigErrorKind::InvalidValue,
+        &["rendezvous names the peer itself"],
+    );
+    let hub_without_endpoint: Vec<&str> = hub
+        .iter()
+        .copied()
+        .filter(|l| !l.starts_with("endpoint"))
+        .collect();
+    site.err(
+        &with_peer_b(&[&["rendezvous = \"hub\""][..], &hub_without_endpoint[..]].concat()),
+        11,
+        ConfigErrorKind::InvalidValue,
+        &["rendezvous \"hub\" has no endpoint"],
+    );
+}
+
+#[test]
 fn resolve_relative_paths() {
     use sitelink_core::config::resolve_relative;
     let config = Path::new("/etc/sitelink/office-a.toml");

@@ -38,6 +38,11 @@ pub struct PeerConfig {
     /// `persistent_keepalive`: seconds between keepalives to hold a NAT mapping open, 1..=65535.
     /// `None` when absent or 0 (off).
     pub persistent_keepalive: Option<u16>,
+    /// `rendezvous`: the name of another `[[peer]]` (with an `endpoint`) through which this
+    /// peer is found when both are behind NAT: both register their candidates there, punch a
+    /// direct path, and relay through it when no direct path works. Optional; the peer then
+    /// needs no `endpoint`.
+    pub rendezvous: Option<String>,
 }
 
 /// `[[peer]]` as written, before validation.
@@ -53,6 +58,8 @@ pub(super) struct RawPeer {
     allowed_ips: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     persistent_keepalive: Option<Spanned<i64>>,
+    #[serde(default)]
+    rendezvous: Option<Spanned<String>>,
 }
 
 /// How each key of `[[peer]]` is written; used in error messages.
@@ -72,6 +79,7 @@ pub(super) const DOC: SectionDoc = SectionDoc {
             "allowed_ips = [\"10.77.0.2/32\", \"192.168.20.0/24\"]",
         ),
         ("persistent_keepalive", "persistent_keepalive = 25"),
+        ("rendezvous", "rendezvous = \"hub\""),
     ],
 };
 
@@ -86,6 +94,8 @@ pub(super) fn validate_all(
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut keys: HashMap<PublicKey, (String, usize)> = HashMap::new();
     let mut prefixes: HashMap<IpNet, (String, usize)> = HashMap::new();
+    // Each `rendezvous = "…"` as written, checked once all names are known.
+    let mut rendezvous_refs: Vec<(String, Spanned<String>)> = Vec::new();
 
     for raw in raws {
         let raw = raw.into_inner();
@@ -253,7 +263,11 @@ pub(super) fn validate_all(
             }
         };
 
+        if let Some(r) = &raw.rendezvous {
+            rendezvous_refs.push((name.clone(), r.clone()));
+        }
         peers.push(PeerConfig {
+            rendezvous: raw.rendezvous.as_ref().map(|r| r.get_ref().clone()),
             name,
             public_key,
             preshared_key,
@@ -262,6 +276,26 @@ pub(super) fn validate_all(
             allowed_ips,
             persistent_keepalive,
         });
+    }
+    for (name, r) in rendezvous_refs {
+        let target = r.get_ref();
+        let fix = "name another [[peer]] that has an endpoint, e.g. rendezvous = \"hub\"";
+        let problem = if *target == name {
+            Some(format!("peer {name:?}: rendezvous names the peer itself"))
+        } else {
+            match peers.iter().find(|p| p.name == *target) {
+                None => Some(format!(
+                    "peer {name:?}: rendezvous {target:?} is not the name of a [[peer]]"
+                )),
+                Some(hub) if hub.endpoint.is_none() => Some(format!(
+                    "peer {name:?}: rendezvous {target:?} has no endpoint to reach it at"
+                )),
+                Some(_) => None,
+            }
+        };
+        if let Some(message) = problem {
+            return Err(src.error(&r.span(), ConfigErrorKind::InvalidValue, message, fix));
+        }
     }
     Ok(peers)
 }
