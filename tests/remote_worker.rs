@@ -653,8 +653,6 @@ fn client_expiry(rw: &mut RemoteWorkers) -> Result<()> {
 
 /// While gateway A is down after kill -9, `leases --json` reads the store and shows every lease.
 #[test]
-#[ignore = "`leases` tries the stale socket a kill -9 leaves and fails (connection refused) \
-            instead of reading the store; see the issue #3 test report"]
 fn leases_reads_the_store_while_the_gateway_is_down() {
     let s = workers(&[WorkerSpec::auto("w1"), WorkerSpec::auto("w2")]);
     let Some(mut rw) = setup("rw-offline", &s, &[]) else {

@@ -106,7 +106,7 @@ pub(crate) fn print(body: &str, json: bool) -> Result<()> {
     }
     writeln!(
         out,
-        "{:<16} {:<12} {:<8} {:<10} {:<22} KEY",
+        "{:<24} {:<12} {:<8} {:<10} {:<22} KEY",
         "ADDRESS", "CLIENT", "STATE", "EXPIRES", "ENDPOINT"
     )?;
     for row in rows {
@@ -123,7 +123,7 @@ pub(crate) fn print(body: &str, json: bool) -> Result<()> {
         };
         writeln!(
             out,
-            "{:<16} {:<12} {:<8} {:<10} {:<22} {}",
+            "{:<24} {:<12} {:<8} {:<10} {:<22} {}",
             format!("{}{}", s(&row["address"]), fixed),
             s(&row["name"]),
             state,

@@ -9,7 +9,6 @@ use sitelink_io::control;
 
 mod export;
 mod leases;
-mod nat;
 mod netcheck;
 mod status;
 
@@ -40,18 +39,6 @@ enum Command {
     },
     /// Show the running gateway's peers, endpoints, handshakes, traffic and counters.
     Status {
-        /// The gateway's TOML config file.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Control socket path, if `up` was given one.
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Print JSON for scripts.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List the running gateway's NAT sessions and counters (`[nat]`).
-    Nat {
         /// The gateway's TOML config file.
         #[arg(long, short)]
         config: PathBuf,
@@ -174,16 +161,6 @@ fn run(cli: Cli) -> Result<()> {
             let body = runtime()?.block_on(control::request(&socket, "status"))?;
             status::print(&body, json)
         }
-        Command::Nat {
-            config,
-            socket,
-            json,
-        } => {
-            let config = load(&config)?;
-            let socket = socket_path(&config, socket);
-            let body = runtime()?.block_on(control::request(&socket, "nat"))?;
-            nat::print(&body, json)
-        }
         Command::Leases {
             config,
             socket,
@@ -191,10 +168,11 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let config = load(&config)?;
             let socket = socket_path(&config, socket);
-            let body = if socket.exists() {
-                runtime()?.block_on(control::request(&socket, "leases"))?
-            } else {
-                leases::from_store(&config)?
+            // A gateway killed with -9 leaves its socket behind: refused means not running too.
+            let body = match runtime()?.block_on(control::request(&socket, "leases")) {
+                Ok(body) => body,
+                Err(e) if gateway_not_running(&e) => leases::from_store(&config)?,
+                Err(e) => return Err(e),
             };
             leases::print(&body, json)
         }
@@ -210,6 +188,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Netcheck { config, json } => netcheck::run(&load(&config)?, json),
     }
+}
+
+/// Whether `e` says that no gateway listens on the control socket (missing or stale).
+fn gateway_not_running(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            )
+        })
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
