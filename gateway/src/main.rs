@@ -9,6 +9,7 @@ use sitelink_io::control;
 
 mod export;
 mod leases;
+mod nat;
 mod netcheck;
 mod status;
 
@@ -39,6 +40,18 @@ enum Command {
     },
     /// Show the running gateway's peers, endpoints, handshakes, traffic and counters.
     Status {
+        /// The gateway's TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Control socket path, if `up` was given one.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the running gateway's NAT sessions and counters (`[nat]`).
+    Nat {
         /// The gateway's TOML config file.
         #[arg(long, short)]
         config: PathBuf,
@@ -160,6 +173,16 @@ fn run(cli: Cli) -> Result<()> {
             let socket = socket_path(&config, socket);
             let body = runtime()?.block_on(control::request(&socket, "status"))?;
             status::print(&body, json)
+        }
+        Command::Nat {
+            config,
+            socket,
+            json,
+        } => {
+            let config = load(&config)?;
+            let socket = socket_path(&config, socket);
+            let body = runtime()?.block_on(control::request(&socket, "nat"))?;
+            nat::print(&body, json)
         }
         Command::Leases {
             config,
