@@ -46,6 +46,9 @@ use crate::udp::UdpTransport;
 
 /// How long shutdown waits for the gateway to acknowledge the release.
 pub const RELEASE_WAIT: Duration = Duration::from_secs(4);
+/// How far past a lease's wall-clock expiry the control client's own (monotonic) expiry may
+/// lag before the driver starts over by itself.
+const WALL_CLOCK_GRACE: Duration = Duration::from_secs(5);
 /// How often to say that there is still no lease.
 const WAITING_LOG_EVERY: Duration = Duration::from_secs(30);
 /// Delay between attempts to resolve the gateway's host name: first, and at most.
@@ -338,6 +341,7 @@ impl Client {
     }
 
     async fn timers(&mut self, now: Instant) {
+        self.check_wall_clock_expiry(now).await;
         if let Some((since, logged)) = self.waiting {
             if now.duration_since(logged) >= WAITING_LOG_EVERY {
                 let state = self
@@ -367,6 +371,30 @@ impl Client {
             None if now >= self.resolve_at => self.resolve(now).await,
             _ => {}
         }
+    }
+
+    /// The control client's timers run on the monotonic clock, which stops while the machine
+    /// sleeps; after a laptop wakes, the lease may be long gone at the gateway. When the wall
+    /// clock says so, drop the tunnel and start over with a new control client that asks for
+    /// the same address.
+    async fn check_wall_clock_expiry(&mut self, now: Instant) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        let expires_at = link.binding.lease.expires_at;
+        if SystemTime::now() < expires_at + WALL_CLOCK_GRACE {
+            return;
+        }
+        warn!(
+            address = %link.binding.lease.address,
+            gateway = %self.gateway.name,
+            "the lease expired by the wall clock (was the machine asleep?); tunnel down, asking again"
+        );
+        self.teardown().await;
+        self.control = None;
+        self.endpoint = None;
+        self.resolve_at = now;
+        self.resolve_failures = 0;
     }
 
     /// Resolves the gateway's endpoint and, once it is known, starts the control client.
