@@ -72,7 +72,10 @@ impl Peer {
             rx_bytes: rx_bytes as u64,
             tx_bytes: tx_bytes as u64,
             persistent_keepalive: self.spec.persistent_keepalive,
-            path: "direct",
+            path: match self.endpoint {
+                Some(e) if crate::traversal::is_relay_address(&e) => "relayed",
+                _ => "direct",
+            },
         }
     }
 }

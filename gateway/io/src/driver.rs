@@ -5,6 +5,7 @@
 //! [`datapath`]'s business; `SITELINK_DATAPATH=plain` picks the latter.
 
 mod datapath;
+mod traversal;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use crate::lease_store::RedbStore;
 use crate::netlink::Netlink;
 use datapath::{Devices, Input};
 pub use datapath::{Mode as DataPathMode, Report as DataPathReport, DATAPATH_ENV};
+use traversal::TraversalDriver;
 
 /// Packets dropped by the I/O layer because a kernel queue was full.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -124,6 +126,7 @@ pub async fn run(
         }
     };
 
+    let mut traversal = TraversalDriver::new(&config, listen_port, Instant::now());
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(16);
     let control = ControlServer::start(&socket_path, req_tx)?;
     info!(
@@ -142,6 +145,9 @@ pub async fn run(
         if let Some(access) = &access {
             next = next.min(access.poll_timeout(Instant::now(), SystemTime::now()));
         }
+        if let Some(t) = traversal.as_ref().and_then(TraversalDriver::poll_timeout) {
+            next = next.min(t);
+        }
         let deadline = tokio::time::Instant::from_std(next);
         tokio::select! {
             () = &mut shutdown => break Ok(()),
@@ -149,9 +155,16 @@ pub async fn run(
             // as ECONNREFUSED) are logged inside and yield nothing.
             r = io.wait() => {
                 let fed = r.and_then(|ready| io.feed(ready, |input, now, sink| match input {
-                    Input::Tun(packet) => gateway.handle_tun_packet(packet, now, sink),
+                    Input::Tun(packet) => {
+                        let mut sink = TraversalDriver::sink(traversal.as_mut(), sink);
+                        gateway.handle_tun_packet(packet, now, &mut sink);
+                    }
                     Input::Datagram(src, bytes) => {
-                        handle_datagram(&mut gateway, access.as_mut(), src, bytes, now, sink);
+                        let taken = traversal.as_mut().is_some_and(|t| t.handle_datagram(&mut gateway, src, bytes, now, sink));
+                        if !taken {
+                            let mut sink = TraversalDriver::sink(traversal.as_mut(), sink);
+                            handle_datagram(&mut gateway, access.as_mut(), src, bytes, now, &mut sink);
+                        }
                     }
                 }));
                 if let Err(e) = fed {
@@ -161,14 +174,21 @@ pub async fn run(
             () = tokio::time::sleep_until(deadline) => {
                 let now = Instant::now();
                 io.emit(|sink| {
-                    gateway.handle_timeout(now, sink);
+                    if let Some(t) = traversal.as_mut() {
+                        t.handle_timeout(&mut gateway, now, sink);
+                    }
+                    let mut sink = TraversalDriver::sink(traversal.as_mut(), sink);
+                    gateway.handle_timeout(now, &mut sink);
                     if let Some(access) = access.as_mut() {
-                        access.handle_timeout(now, SystemTime::now(), &mut gateway, sink);
+                        access.handle_timeout(now, SystemTime::now(), &mut gateway, &mut sink);
                     }
                 });
             }
             Some(req) = req_rx.recv() => {
-                let body = answer(&req.command, &gateway, access.as_ref(), &iface.name, listen_port, &io.counters(), &io.report());
+                let mut body = answer(&req.command, &gateway, access.as_ref(), &iface.name, listen_port, &io.counters(), &io.report());
+                if let (Some(t), "status") = (traversal.as_ref(), req.command.as_str()) {
+                    body = t.annotate_status(body);
+                }
                 let _ = req.reply.send(body);
             }
         }
