@@ -262,6 +262,52 @@ pub struct UpnpTask {
 /// How often to look for a router again when none answered, or re-map after a failure.
 const RETRY_INTERVAL: Duration = Duration::from_secs(60);
 
+/// One step of [`spawn`]'s loop: maps the port (or renews the mapping held) and returns how long
+/// to wait before the next step (`None`: forever).
+async fn keep_mapped(
+    held: &mut Option<(Gateway<Tokio>, PortMapping)>,
+    listen_port: u16,
+    lease_secs: u32,
+) -> Option<Duration> {
+    match &*held {
+        None => match map_port(listen_port, lease_secs, DISCOVERY_TIMEOUT).await {
+            Ok((gateway, mapping)) => {
+                let wait = mapping.renew_after();
+                *held = Some((gateway, mapping));
+                wait
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "upnp: no port mapping; retrying in {}s", RETRY_INTERVAL.as_secs());
+                Some(RETRY_INTERVAL)
+            }
+        },
+        Some((gateway, mapping)) => {
+            // Renew: the same request again, for the external port we hold.
+            match map_on(
+                gateway,
+                mapping.external_port,
+                listen_port,
+                mapping.lease_secs,
+            )
+            .await
+            {
+                Ok(renewed) => {
+                    let wait = renewed.renew_after();
+                    if let Some((_, m)) = held.as_mut() {
+                        *m = renewed;
+                    }
+                    wait
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "upnp: renewing the mapping failed; discovering again");
+                    *held = None;
+                    Some(RETRY_INTERVAL)
+                }
+            }
+        }
+    }
+}
+
 /// Starts keeping UDP `listen_port` mapped on the LAN's IGD (if there is one), renewing it at
 /// half the lease. Runs on the current tokio runtime.
 pub fn spawn(listen_port: u16, lease_secs: u32) -> UpnpTask {
@@ -269,42 +315,10 @@ pub fn spawn(listen_port: u16, lease_secs: u32) -> UpnpTask {
     let handle = tokio::spawn(async move {
         let mut held: Option<(Gateway<Tokio>, PortMapping)> = None;
         loop {
-            let wait = match &held {
-                None => match map_port(listen_port, lease_secs, DISCOVERY_TIMEOUT).await {
-                    Ok((gateway, mapping)) => {
-                        let wait = mapping.renew_after();
-                        held = Some((gateway, mapping));
-                        wait
-                    }
-                    Err(e) => {
-                        tracing::info!(error = %e, "upnp: no port mapping; retrying in {}s", RETRY_INTERVAL.as_secs());
-                        Some(RETRY_INTERVAL)
-                    }
-                },
-                Some((gateway, mapping)) => {
-                    // Renew: the same request again, for the external port we hold.
-                    match map_on(
-                        gateway,
-                        mapping.external_port,
-                        listen_port,
-                        mapping.lease_secs,
-                    )
-                    .await
-                    {
-                        Ok(renewed) => {
-                            let wait = renewed.renew_after();
-                            if let Some((_, m)) = held.as_mut() {
-                                *m = renewed;
-                            }
-                            wait
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "upnp: renewing the mapping failed; discovering again");
-                            held = None;
-                            Some(RETRY_INTERVAL)
-                        }
-                    }
-                }
+            // Discovery and SOAP calls can take seconds: a stop request must not wait for them.
+            let wait = tokio::select! {
+                w = keep_mapped(&mut held, listen_port, lease_secs) => w,
+                _ = &mut stop_rx => break,
             };
             let sleep = async {
                 match wait {
