@@ -28,6 +28,9 @@ const TOOLS: &[&str] = &["ping", "socat", "ss"];
 const HUB: &str = "198.51.100.3";
 const PORT: u16 = 51820;
 
+/// A `[[peer]]`: name, public key, endpoint, allowed IP, rendezvous.
+type PeerLine<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, Option<&'a str>);
+
 struct Lab {
     // Daemons first: killed before their namespaces go.
     gateways: Vec<Daemon>,
@@ -50,12 +53,7 @@ impl Drop for Lab {
     }
 }
 
-fn config(
-    name: &str,
-    addr: &str,
-    peers: &[(&str, &str, Option<&str>, &str, Option<&str>)],
-    hub: bool,
-) -> String {
+fn config(name: &str, addr: &str, peers: &[PeerLine<'_>], hub: bool) -> String {
     let mut s = format!(
         "[interface]\nname = \"sl0\"\nprivate_key_file = \"{name}.key\"\nlisten_port = {PORT}\n\
          address = [\"{addr}/24\"]\nmtu = 1280\n\n[traversal]\nupnp = false\nrendezvous = {hub}\n"
@@ -262,7 +260,7 @@ fn run(lab: &mut Lab, a_nat: &str, b_nat: &str, direct: bool) -> Result<()> {
     let sb = status::fetch(&lab.offices[1], &lab.configs[2])?;
     let ta = traversal_of(&sa, "office-b");
     let tb = traversal_of(&sb, "office-a");
-    println!(
+    eprintln!(
         "MATRIX | {a_nat} | {b_nat} | a: {} ({}) | b: {} ({}) | time to direct a/b: {} / {} ms | connected after {:.1} s",
         last.0,
         ta["via"],
