@@ -33,36 +33,63 @@ pub struct PeerSpec {
 }
 
 /// A peer's live state.
+///
+/// The WireGuard state machine (`Tunn`, about 11 KiB plus its queues, and a Diffie-Hellman to
+/// build) is made on first use: when a packet is routed to the peer, when it sends a handshake
+/// initiation, or when it has an endpoint and a keepalive (so it must connect by itself). An idle
+/// peer — a site that never talks, a leased client between sessions — costs only its spec, so
+/// 10 000 configured peers start in milliseconds and stay small.
 pub(crate) struct Peer {
     pub(crate) spec: PeerSpec,
-    pub(crate) tunn: Tunn,
+    tunn: Option<Box<Tunn>>,
+    index: u32,
+    rate_limiter: Arc<RateLimiter>,
     pub(crate) endpoint: Option<SocketAddr>,
 }
 
 impl Peer {
-    pub(crate) fn new(
-        spec: PeerSpec,
-        private_key: &PrivateKey,
-        index: u32,
-        rate_limiter: Arc<RateLimiter>,
-    ) -> Self {
-        let tunn = Tunn::new(
-            private_key.to_static_secret(),
-            spec.public_key.to_dalek(),
-            spec.preshared_key.as_ref().map(|k| *k.as_bytes()),
-            spec.persistent_keepalive,
-            index,
-            Some(rate_limiter),
-        );
+    pub(crate) fn new(spec: PeerSpec, index: u32, rate_limiter: Arc<RateLimiter>) -> Self {
         Self {
             endpoint: spec.endpoint,
             spec,
-            tunn,
+            tunn: None,
+            index,
+            rate_limiter,
         }
     }
 
+    /// Whether the peer should connect on its own (it has somewhere to send and a keepalive), and
+    /// so needs its state machine from the start.
+    pub(crate) fn connects_itself(&self) -> bool {
+        self.endpoint.is_some() && self.spec.persistent_keepalive.is_some_and(|k| k > 0)
+    }
+
+    /// The peer's WireGuard state machine, made now if it does not exist yet.
+    pub(crate) fn tunn(&mut self, private_key: &PrivateKey) -> &mut Tunn {
+        let spec = &self.spec;
+        let (index, limiter) = (self.index, &self.rate_limiter);
+        self.tunn.get_or_insert_with(|| {
+            Box::new(Tunn::new(
+                private_key.to_static_secret(),
+                spec.public_key.to_dalek(),
+                spec.preshared_key.as_ref().map(|k| *k.as_bytes()),
+                spec.persistent_keepalive,
+                index,
+                Some(Arc::clone(limiter)),
+            ))
+        })
+    }
+
+    /// The state machine if it exists (timers and status leave idle peers alone).
+    pub(crate) fn tunn_if_active(&mut self) -> Option<&mut Tunn> {
+        self.tunn.as_deref_mut()
+    }
+
     pub(crate) fn status(&self) -> PeerStatus {
-        let (since_handshake, tx_bytes, rx_bytes, _loss, _rtt) = self.tunn.stats();
+        let (since_handshake, tx_bytes, rx_bytes, _loss, _rtt) = match &self.tunn {
+            Some(tunn) => tunn.stats(),
+            None => (None, 0, 0, 0.0, None),
+        };
         PeerStatus {
             name: self.spec.name.clone(),
             public_key: self.spec.public_key,

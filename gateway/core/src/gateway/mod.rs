@@ -182,7 +182,10 @@ impl Gateway {
         }
         self.by_key.insert(spec.public_key, id);
         debug!(peer = %spec.name, key = %spec.public_key, endpoint = ?spec.endpoint, "peer added");
-        let peer = Peer::new(spec, &self.private_key, id, Arc::clone(&self.rate_limiter));
+        let mut peer = Peer::new(spec, id, Arc::clone(&self.rate_limiter));
+        if peer.connects_itself() {
+            peer.tunn(&self.private_key);
+        }
         self.peers[id as usize] = Some(peer);
         Ok(id)
     }
@@ -296,7 +299,10 @@ impl Gateway {
             self.counters.tx_no_route += 1;
             return;
         };
-        match peer.tunn.encapsulate(packet, &mut self.buf) {
+        match peer
+            .tunn(&self.private_key)
+            .encapsulate(packet, &mut self.buf)
+        {
             TunnResult::WriteToNetwork(datagram) => match peer.endpoint {
                 Some(ep) => sink.send_to(ep, datagram),
                 None => self.counters.tx_no_endpoint += 1,
@@ -341,9 +347,20 @@ impl Gateway {
             self.counters.rx_unknown_peer += 1;
             return;
         };
-        let mut result = peer
-            .tunn
-            .decapsulate(Some(src.ip()), datagram, &mut self.buf);
+        // Only an initiation may bring an idle peer to life: any other message names a session
+        // that an idle peer cannot have.
+        let tunn = if is_init {
+            peer.tunn(&self.private_key)
+        } else {
+            match peer.tunn_if_active() {
+                Some(t) => t,
+                None => {
+                    self.counters.rx_unknown_peer += 1;
+                    return;
+                }
+            }
+        };
+        let mut result = tunn.decapsulate(Some(src.ip()), datagram, &mut self.buf);
         // Under load, boringtun answers a handshake message lacking mac2 with a cookie reply
         // (message type 3) before authenticating it: that proves nothing about the sender, so it
         // neither moves the endpoint nor flushes queued packets.
@@ -376,7 +393,9 @@ impl Gateway {
                 TunnResult::WriteToNetwork(out) => {
                     sink.send_to(src, out);
                     // Flush packets queued while the handshake was in progress.
-                    result = peer.tunn.decapsulate(None, &[], &mut self.buf);
+                    result = peer
+                        .tunn(&self.private_key)
+                        .decapsulate(None, &[], &mut self.buf);
                 }
                 TunnResult::WriteToTunnelV4(inner, addr) => {
                     deliver(
@@ -494,7 +513,10 @@ impl Gateway {
         }
         self.next_tick = now + TIMER_TICK;
         for peer in self.peers.iter_mut().flatten() {
-            match peer.tunn.update_timers(&mut self.buf) {
+            let Some(tunn) = peer.tunn_if_active() else {
+                continue;
+            };
+            match tunn.update_timers(&mut self.buf) {
                 TunnResult::WriteToNetwork(datagram) => match peer.endpoint {
                     Some(ep) => sink.send_to(ep, datagram),
                     None => self.counters.tx_no_endpoint += 1,

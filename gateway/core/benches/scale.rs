@@ -1,0 +1,167 @@
+//! Many peers: how long a gateway with 10 000 peers takes to load its config and build its peer
+//! table, and how much heap one idle peer costs.
+//!
+//! `cargo bench -p sitelink-core --bench scale` (prints a small table; `SCALE_PEERS=N` to change
+//! the count). Heap is counted by a wrapping global allocator, so the figure is exact for this
+//! process: config structures plus the data plane's per-peer state (boringtun `Tunn`, routes).
+
+#![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sitelink_core::config::GatewayConfig;
+use sitelink_core::gateway::{Gateway, Sink};
+use sitelink_core::keys::{write_secret_file, PrivateKey};
+use sitelink_core::peer::PeerSpec;
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator and only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same layout contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: `ptr` came from `alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+fn key(n: u32) -> PrivateKey {
+    let mut bytes = [0x5a; 32];
+    bytes[1..5].copy_from_slice(&n.to_le_bytes());
+    PrivateKey::from_bytes(bytes)
+}
+
+struct NullSink;
+
+impl Sink for NullSink {
+    fn send_to(&mut self, _dst: std::net::SocketAddr, _datagram: &[u8]) {}
+    fn write_tun(&mut self, _packet: &[u8]) {}
+}
+
+/// A minimal IPv4 header (20 bytes, no payload) to `dst`.
+fn ipv4_packet(dst: [u8; 4]) -> Vec<u8> {
+    let mut p = vec![0u8; 20];
+    p[0] = 0x45;
+    p[3] = 20;
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    p[16..20].copy_from_slice(&dst);
+    p
+}
+
+fn main() {
+    let peers: u32 = std::env::var("SCALE_PEERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let dir = std::env::temp_dir().join(format!("sitelink-scale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let own = PrivateKey::from_bytes([0x42; 32]);
+    write_secret_file(&dir.join("gw.key"), &format!("{}\n", own.to_base64())).expect("key");
+
+    // The fixture: a config with `peers` site peers, each with a /32 and a /24 behind it.
+    let mut text = String::from(
+        "[interface]\nname = \"sl0\"\nprivate_key_file = \"gw.key\"\nlisten_port = 51820\naddress = [\"10.0.0.1/8\"]\n",
+    );
+    for n in 0..peers {
+        let [_, a, b, c] = n.to_be_bytes();
+        let _ = write!(
+            text,
+            "[[peer]]\nname = \"site-{n}\"\npublic_key = \"{}\"\nendpoint = \"198.51.{}.{}:51820\"\n\
+             allowed_ips = [\"10.{a}.{b}.{c}/32\", \"100.{}.{}.0/24\"]\n",
+            key(n).public_key().to_base64(),
+            100 + (n / 250) % 100,
+            1 + n % 250,
+            64 + (n >> 8) % 64,
+            n & 0xff,
+        );
+    }
+    let path = dir.join("gw.toml");
+    std::fs::write(&path, &text).expect("write config");
+
+    let before = live();
+    let t0 = Instant::now();
+    let config = GatewayConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let parsed = t0.elapsed();
+    let after_config = live();
+
+    let t1 = Instant::now();
+    let mut gateway = Gateway::new(config.interface.private_key.clone(), t1);
+    for p in &config.peers {
+        gateway
+            .add_peer(PeerSpec {
+                name: p.name.clone(),
+                public_key: p.public_key,
+                preshared_key: p.preshared_key.clone(),
+                endpoint: p.endpoint,
+                allowed_ips: p.allowed_ips.clone(),
+                persistent_keepalive: p.persistent_keepalive,
+            })
+            .expect("add peer");
+    }
+    let built = t1.elapsed();
+    let after_gateway = live();
+    assert_eq!(gateway.peer_count(), peers as usize);
+
+    let per = |bytes: isize| bytes as f64 / f64::from(peers);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("peers: {peers}");
+    println!(
+        "config load:   {:8.1} ms   {:7.0} B/peer (parsed config kept in memory)",
+        ms(parsed),
+        per(after_config - before)
+    );
+    println!(
+        "peer table:    {:8.1} ms   {:7.0} B/peer (idle peers: spec, routes, indices)",
+        ms(built),
+        per(after_gateway - after_config)
+    );
+    println!(
+        "start-up core: {:8.1} ms   (config + peer table; the daemon adds TUN, routes, socket)",
+        ms(parsed + built)
+    );
+    // Peers that talk: every one gets its WireGuard state machine (a routed packet makes it).
+    let t2 = Instant::now();
+    let mut sink = NullSink;
+    for n in 0..peers {
+        let [_, a, b, c] = n.to_be_bytes();
+        gateway.handle_tun_packet(&ipv4_packet([10, a, b, c]), t2, &mut sink);
+    }
+    let woke = t2.elapsed();
+    let after_active = live();
+    println!(
+        "all active:    {:8.1} ms   {:7.0} B/peer (after one packet to every peer)",
+        ms(woke),
+        per(after_active - after_config)
+    );
+    drop(gateway);
+    drop(config);
+    let _ = std::fs::remove_dir_all(&dir);
+}
