@@ -13,6 +13,7 @@
 //! - [`client`]: the remote-worker client's event loop, routes, DNS and lease memory.
 
 pub mod batch;
+pub mod cli;
 pub mod client;
 pub mod control;
 pub mod driver;

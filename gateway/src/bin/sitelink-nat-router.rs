@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use sitelink_core::nat::{MasqueradeRule, NatConfig, Prefix, Preset, Timeouts};
+use sitelink_io::cli::{runtime, shutdown_signal};
 use sitelink_io::nat_router::{self, RouterOptions};
 
 /// Run the sitelink NAT engine between two interfaces (foreground, until SIGINT or SIGTERM).
@@ -68,21 +69,7 @@ impl Behavior {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    sitelink_io::cli::main(|| run(cli))
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -124,24 +111,5 @@ fn run(cli: Cli) -> Result<()> {
     let seed = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(nat_router::run(opts, seed, shutdown_signal()))
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    runtime()?.block_on(nat_router::run(opts, seed, shutdown_signal()))
 }

@@ -1,0 +1,55 @@
+//! What every sitelink binary does around its command: logging to stderr, a single-threaded
+//! runtime, SIGINT/SIGTERM as the shutdown signal, and `error: …` with exit code 1 on failure.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+/// Sets up logging (`RUST_LOG`, default `info`; colours only on a terminal), runs `command`, and
+/// turns its error into `error: <message with causes>` on stderr and a failing exit code.
+pub fn main(command: impl FnOnce() -> Result<()>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match command() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The binary's edge: the one place an error reaches a person.
+            #[allow(clippy::print_stderr, reason = "the binary's error report")]
+            {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The single-threaded runtime the daemons and their admin commands run on.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, wait forever; the default action still ends the process.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
