@@ -3,24 +3,15 @@
 //!
 //! Runs from an ephemeral UDP port, so it works next to a running client.
 
-use std::io::Write as _;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sitelink_core::config::ClientConfig;
-use sitelink_io::netcheck;
 
 /// Runs the checks that `[traversal]` configures and prints them, for a person or as JSON.
 pub(crate) fn run(config: &ClientConfig, json: bool) -> Result<()> {
-    let options = netcheck::Options::from_traversal(&config.traversal);
-    let report = super::runtime()?
-        .block_on(netcheck::run(&options))
-        .with_context(|| format!("netcheck with {}", config.path.display()))?;
-    let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer(&mut out, &report).context("writing JSON")?;
-        writeln!(out)?;
-    } else {
-        write!(out, "{}", report.to_text())?;
-    }
-    Ok(())
+    sitelink_io::netcheck::run_and_report(
+        &config.traversal,
+        &config.path,
+        json,
+        &mut std::io::stdout().lock(),
+    )
 }

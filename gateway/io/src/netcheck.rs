@@ -222,6 +222,27 @@ async fn classify(
     }
 }
 
+/// Runs the checks that `traversal` (from the config at `config_path`) sets up, on a runtime of
+/// its own, and writes the report to `out`: text for a person, or one line of JSON.
+pub fn run_and_report(
+    traversal: &TraversalConfig,
+    config_path: &std::path::Path,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
+    let options = Options::from_traversal(traversal);
+    let report = crate::cli::runtime()?
+        .block_on(run(&options))
+        .with_context(|| format!("netcheck with {}", config_path.display()))?;
+    if json {
+        serde_json::to_writer(&mut *out, &report).context("writing JSON")?;
+        writeln!(out).context("writing JSON")?;
+    } else {
+        write!(out, "{}", report.to_text()).context("writing the report")?;
+    }
+    Ok(())
+}
+
 impl Report {
     /// The report for a person.
     pub fn to_text(&self) -> String {

@@ -66,4 +66,6 @@ pub(crate) mod test_rng {
             Ok(())
         }
     }
+
+    impl rand_core::CryptoRng for TestRng {}
 }
