@@ -2,7 +2,8 @@
 //! one remote endpoint) that use them, with the indices the packet path looks them up by.
 //!
 //! Sizes are kept small because a gateway may hold a million sessions: a [`Session`] is 16 bytes,
-//! a [`Mapping`] 24, and flow keys are four `u32`s. Per session there is an index entry by its
+//! a [`Mapping`] 24, and flow keys are three `u32`s (the flow indices are kept per protocol, so
+//! the key needs no protocol tag, and an index entry is 16 bytes). Per session there is an index entry by its
 //! inside 5-tuple, and one by its outside 5-tuple when its mapping's filter is
 //! address-and-port-dependent (or it is a forward). Per mapping there is one more entry for
 //! endpoint-independent or address-dependent mapping (by inside endpoint) and one for
@@ -32,41 +33,42 @@ impl Ep {
     }
 }
 
-/// A flow seen from one side: (protocol, local endpoint, remote endpoint). The local endpoint is
-/// the inside one in the outbound index and the external one in the inbound index.
+/// A flow seen from one side, within one protocol's index: (local endpoint, remote endpoint).
+/// The local endpoint is the inside one in the outbound index and the external one in the
+/// inbound index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct FlowKey {
+struct FlowKey {
     local: u32,
     remote: u32,
     ports: u32,
-    tag: u32,
 }
 
 impl FlowKey {
-    pub(crate) fn new(proto: Proto, local: Ep, remote: Ep) -> Self {
-        Self::tagged(proto as u32, local, remote)
-    }
-
-    fn tagged(tag: u32, local: Ep, remote: Ep) -> Self {
+    fn new(local: Ep, remote: Ep) -> Self {
         Self {
             local: u32::from(local.addr),
             remote: u32::from(remote.addr),
             ports: u32::from(local.port) << 16 | u32::from(remote.port),
-            tag,
         }
     }
 
-    /// The key a mapping is found by from the inside: the inside endpoint and as much of the
-    /// remote endpoint as the mapping behaviour depends on.
-    pub(crate) fn mapping(proto: Proto, dep: Dependency, int: Ep, remote: Ep) -> Self {
+    /// The key a mapping is found by from the inside (`None` for address-and-port-dependent
+    /// mapping, which has no such index): the inside endpoint and as much of the remote
+    /// endpoint as the mapping behaviour depends on. The remote port, which neither behaviour
+    /// depends on, tells the two apart (0 endpoint-independent, 1 address-dependent), so one
+    /// inside endpoint can have a mapping of each kind.
+    fn mapping(dep: Dependency, int: Ep, remote: Ep) -> Option<Self> {
         let remote = match dep {
             Dependency::EndpointIndependent => Ep::new(Ipv4Addr::UNSPECIFIED, 0),
-            Dependency::AddressDependent => Ep::new(remote.addr, 0),
-            Dependency::AddressAndPortDependent => remote,
+            Dependency::AddressDependent => Ep::new(remote.addr, 1),
+            Dependency::AddressAndPortDependent => return None,
         };
-        Self::tagged(proto as u32 | (dep as u32) << 8, int, remote)
+        Some(Self::new(int, remote))
     }
 }
+
+/// One index per protocol ([`Proto::index`]).
+type PerProto<K> = [Map<K, u32>; 3];
 
 /// An external endpoint: address, and protocol with port (8 bytes, 4-aligned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -257,9 +259,9 @@ pub(crate) type Ended = Mapping;
 pub(crate) struct Table {
     pub(crate) sessions: Slab<Session>,
     pub(crate) mappings: Slab<Mapping>,
-    out: Map<FlowKey, u32>,
-    inb: Map<FlowKey, u32>,
-    by_int: Map<FlowKey, u32>,
+    out: PerProto<FlowKey>,
+    inb: PerProto<FlowKey>,
+    by_int: PerProto<FlowKey>,
     by_ext: Map<ExtKey, u32>,
     permits: Map<PermitKey, u32>,
     host_ports: Map<u32, u32>,
@@ -270,9 +272,9 @@ impl Table {
         Self {
             sessions: Slab::new(),
             mappings: Slab::new(),
-            out: HashMap::with_hasher(hasher.clone()),
-            inb: HashMap::with_hasher(hasher.clone()),
-            by_int: HashMap::with_hasher(hasher.clone()),
+            out: std::array::from_fn(|_| HashMap::with_hasher(hasher.clone())),
+            inb: std::array::from_fn(|_| HashMap::with_hasher(hasher.clone())),
+            by_int: std::array::from_fn(|_| HashMap::with_hasher(hasher.clone())),
             by_ext: HashMap::with_hasher(hasher.clone()),
             permits: HashMap::with_hasher(hasher.clone()),
             host_ports: HashMap::with_hasher(hasher.clone()),
@@ -281,19 +283,21 @@ impl Table {
 
     /// The session of an outbound flow.
     pub(crate) fn session_out(&self, proto: Proto, int: Ep, remote: Ep) -> Option<u32> {
-        self.out.get(&FlowKey::new(proto, int, remote)).copied()
+        self.out[proto.index()]
+            .get(&FlowKey::new(int, remote))
+            .copied()
     }
 
     /// The session of an inbound flow: from the outside index, or (for mappings indexed by
     /// their external endpoint, whose sessions are not in it) through the mapping's inside
     /// endpoint.
     pub(crate) fn session_in(&self, proto: Proto, ext: Ep, remote: Ep) -> Option<u32> {
-        if let Some(id) = self.inb.get(&FlowKey::new(proto, ext, remote)) {
+        if let Some(id) = self.inb[proto.index()].get(&FlowKey::new(ext, remote)) {
             return Some(*id);
         }
         let mapping = *self.by_ext.get(&ext_key(proto, ext))?;
         let m = self.mappings.get(mapping)?;
-        let id = *self.out.get(&FlowKey::new(proto, m.int(), remote))?;
+        let id = *self.out[proto.index()].get(&FlowKey::new(m.int(), remote))?;
         (self.sessions.get(id)?.mapping == mapping).then_some(id)
     }
 
@@ -305,9 +309,8 @@ impl Table {
         int: Ep,
         remote: Ep,
     ) -> Option<u32> {
-        self.by_int
-            .get(&FlowKey::mapping(proto, dep, int, remote))
-            .copied()
+        let key = FlowKey::mapping(dep, int, remote)?;
+        self.by_int[proto.index()].get(&key).copied()
     }
 
     /// The mapping holding an external endpoint, if its filter may let new remotes in.
@@ -329,8 +332,9 @@ impl Table {
     pub(crate) fn insert_mapping(&mut self, m: Mapping) -> u32 {
         let id = self.mappings.insert(m);
         if m.by_int() {
-            let key = FlowKey::mapping(m.proto, m.mapping_dep(), m.int(), m.dep());
-            self.by_int.insert(key, id);
+            if let Some(key) = FlowKey::mapping(m.mapping_dep(), m.int(), m.dep()) {
+                self.by_int[m.proto.index()].insert(key, id);
+            }
         }
         if m.by_ext() {
             self.by_ext.insert(ext_key(m.proto, m.ext()), id);
@@ -364,9 +368,10 @@ impl Table {
             proto: m.proto,
             state,
         });
-        self.out.insert(FlowKey::new(m.proto, m.int(), remote), id);
+        let p = m.proto.index();
+        self.out[p].insert(FlowKey::new(m.int(), remote), id);
         if !m.by_ext() {
-            self.inb.insert(FlowKey::new(m.proto, m.ext(), remote), id);
+            self.inb[p].insert(FlowKey::new(m.ext(), remote), id);
         }
         if m.filtering() == Dependency::AddressDependent {
             *self
@@ -381,9 +386,10 @@ impl Table {
     pub(crate) fn remove_session(&mut self, id: u32) -> Option<(Session, Option<Ended>)> {
         let s = self.sessions.remove(id)?;
         let m = *self.mappings.get(s.mapping)?;
-        self.out.remove(&FlowKey::new(s.proto, m.int(), s.remote()));
+        let p = s.proto.index();
+        self.out[p].remove(&FlowKey::new(m.int(), s.remote()));
         if !m.by_ext() {
-            self.inb.remove(&FlowKey::new(s.proto, m.ext(), s.remote()));
+            self.inb[p].remove(&FlowKey::new(m.ext(), s.remote()));
         }
         if m.filtering() == Dependency::AddressDependent {
             let key = permit_key(s.mapping, s.remote().addr);
@@ -406,8 +412,9 @@ impl Table {
         }
         self.mappings.remove(s.mapping);
         if m.by_int() {
-            let key = FlowKey::mapping(m.proto, m.mapping_dep(), m.int(), m.dep());
-            self.by_int.remove(&key);
+            if let Some(key) = FlowKey::mapping(m.mapping_dep(), m.int(), m.dep()) {
+                self.by_int[p].remove(&key);
+            }
         }
         if m.by_ext() {
             self.by_ext.remove(&ext_key(m.proto, m.ext()));
@@ -438,11 +445,12 @@ impl Table {
             };
             buckets * (size_of::<(K, V)>() + 1)
         }
+        let per_proto = |ms: &PerProto<FlowKey>| ms.iter().map(map).sum::<usize>();
         self.sessions.heap_bytes()
             + self.mappings.heap_bytes()
-            + map(&self.out)
-            + map(&self.inb)
-            + map(&self.by_int)
+            + per_proto(&self.out)
+            + per_proto(&self.inb)
+            + per_proto(&self.by_int)
             + map(&self.by_ext)
             + map(&self.permits)
             + map(&self.host_ports)
@@ -457,6 +465,75 @@ mod tests {
     fn compact_sizes() {
         assert_eq!(size_of::<Option<Session>>(), 16);
         assert_eq!(size_of::<Option<Mapping>>(), 24);
-        assert_eq!(size_of::<(FlowKey, u32)>(), 20);
+        assert_eq!(size_of::<(FlowKey, u32)>(), 16);
+    }
+
+    /// The flow keys carry no protocol and the mapping keys no behaviour tag: the same
+    /// endpoints under another protocol, or another mapping behaviour, stay apart.
+    #[test]
+    fn keys_apart_by_protocol_and_behaviour() {
+        let mut t = Table::new(&ahash::RandomState::with_seeds(1, 2, 3, 4));
+        let int = Ep::new(Ipv4Addr::new(10, 0, 0, 1), 4000);
+        let rem = Ep::new(Ipv4Addr::new(198, 51, 100, 1), 53);
+        let zero = Ep::new(Ipv4Addr::UNSPECIFIED, 0);
+        let (eim, adm, apd) = (
+            Dependency::EndpointIndependent,
+            Dependency::AddressDependent,
+            Dependency::AddressAndPortDependent,
+        );
+        let ext = |port| Ep::new(Ipv4Addr::new(203, 0, 113, 1), port);
+        let udp = t.insert_mapping(Mapping::new(
+            Proto::Udp,
+            int,
+            ext(5000),
+            zero,
+            eim,
+            apd,
+            false,
+        ));
+        let tcp = t.insert_mapping(Mapping::new(
+            Proto::Tcp,
+            int,
+            ext(5000),
+            zero,
+            eim,
+            apd,
+            false,
+        ));
+        // An address-dependent mapping of the same endpoint to the address 0.0.0.0 (the
+        // endpoint-independent key's remote part).
+        let adm0 = t.insert_mapping(Mapping::new(
+            Proto::Udp,
+            int,
+            ext(5001),
+            Ep::new(Ipv4Addr::UNSPECIFIED, 0),
+            adm,
+            apd,
+            false,
+        ));
+        assert_eq!(t.mapping_by_int(Proto::Udp, eim, int, rem), Some(udp));
+        assert_eq!(t.mapping_by_int(Proto::Tcp, eim, int, rem), Some(tcp));
+        assert_eq!(t.mapping_by_int(Proto::Icmp, eim, int, rem), None);
+        assert_eq!(t.mapping_by_int(Proto::Udp, adm, int, zero), Some(adm0));
+        assert_eq!(t.mapping_by_int(Proto::Udp, adm, int, rem), None);
+        assert_eq!(t.mapping_by_int(Proto::Udp, apd, int, rem), None);
+
+        let su = t.insert_session(udp, rem, 0, 10);
+        let st = t.insert_session(tcp, rem, 0, 10);
+        assert_ne!(su, st);
+        assert_eq!(t.session_out(Proto::Udp, int, rem), Some(su));
+        assert_eq!(t.session_out(Proto::Tcp, int, rem), Some(st));
+        assert_eq!(t.session_in(Proto::Udp, ext(5000), rem), Some(su));
+        assert_eq!(t.session_in(Proto::Tcp, ext(5000), rem), Some(st));
+        assert_eq!(t.session_in(Proto::Icmp, ext(5000), rem), None);
+
+        // Removing the UDP session ends its mapping and leaves the TCP one whole.
+        let (_, ended) = t.remove_session(su).expect("there");
+        assert_eq!(ended.map(|m| m.proto), Some(Proto::Udp));
+        assert_eq!(t.mapping_by_int(Proto::Udp, eim, int, rem), None);
+        assert_eq!(t.mapping_by_int(Proto::Tcp, eim, int, rem), Some(tcp));
+        assert_eq!(t.session_out(Proto::Udp, int, rem), None);
+        assert_eq!(t.session_out(Proto::Tcp, int, rem), Some(st));
+        assert_eq!(t.mapping_by_int(Proto::Udp, adm, int, zero), Some(adm0));
     }
 }
