@@ -4,6 +4,12 @@
 //! pairs that can punch get a direct path, the others are relayed through the hub. Each test
 //! prints a line of the matrix: path on both sides and the time to the direct path.
 //!
+//! An office whose NAT is `upnp` sits behind an nftables masquerade router running miniupnpd
+//! instead (see `common::nat_routers`); its gateway runs with `upnp = true` and offers the
+//! mapped port as a candidate. miniupnpd refuses a documentation address on its WAN, so that
+//! router's WAN is `11.77.0.1/32` (an address that exists only inside these namespaces), which
+//! the hub and the other NAT router reach by an on-link route.
+//!
 //! ```text
 //!  office-a 192.168.1.2 ── nat-a 192.168.1.1 | 198.51.100.1 ─┐
 //!                                                            br0 (inet) ── hub 198.51.100.3
@@ -19,12 +25,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use common::nat_router::start_nat_router;
+use common::nat_routers::{ruleset, start_miniupnpd, RouterKind, WAN_UPNP};
 use common::sites::start_gateway;
 use common::status::{self, Status};
 use common::traffic::{tcp_transfer, wait_ping, TransferSpec};
 use common::{bins, must, skip_unless_root_and, unique_id, veth, Daemon, Netns, TestDir};
 
 const TOOLS: &[&str] = &["ping", "socat", "ss"];
+/// What a `upnp` office's router needs on top.
+const UPNP_TOOLS: &[&str] = &["ping", "socat", "ss", "nft", "miniupnpd"];
+/// The NAT "type" that means: masquerade router with miniupnpd.
+const UPNP: &str = "upnp";
 const HUB: &str = "198.51.100.3";
 const PORT: u16 = 51820;
 
@@ -53,10 +64,10 @@ impl Drop for Lab {
     }
 }
 
-fn config(name: &str, addr: &str, peers: &[PeerLine<'_>], hub: bool) -> String {
+fn config(name: &str, addr: &str, peers: &[PeerLine<'_>], hub: bool, upnp: bool) -> String {
     let mut s = format!(
         "[interface]\nname = \"sl0\"\nprivate_key_file = \"{name}.key\"\nlisten_port = {PORT}\n\
-         address = [\"{addr}/24\"]\nmtu = 1280\n\n[traversal]\nupnp = false\nrendezvous = {hub}\n"
+         address = [\"{addr}/24\"]\nmtu = 1280\n\n[traversal]\nupnp = {upnp}\nrendezvous = {hub}\n"
     );
     for (peer, key, endpoint, allowed, rendezvous) in peers {
         s.push_str(&format!(
@@ -92,9 +103,50 @@ fn lab(a_nat: &str, b_nat: &str) -> Result<Lab> {
     inet.run(&["ip", "link", "set", "hub", "master", "br0"])?;
     inet.up("hub")?;
     let mut routers = Vec::new();
+    // The on-link route to a UPnP router's WAN address, for the hub and the other router.
+    if a_nat == UPNP || b_nat == UPNP {
+        hub.run(&[
+            "ip",
+            "route",
+            "add",
+            &format!("{WAN_UPNP}/32"),
+            "dev",
+            "wan0",
+        ])?;
+    }
     for (i, (office, nat)) in offices.iter().zip(&nats).enumerate() {
         let n = i + 1;
         let port = format!("n{n}");
+        let behavior = if i == 0 { a_nat } else { b_nat };
+        if behavior == UPNP {
+            // nftables masquerade + miniupnpd: interfaces as `nat_routers` names them.
+            veth(office, "lan0", nat, "lan0")?;
+            veth(nat, "wan0", &inet, &port)?;
+            inet.run(&["ip", "link", "set", &port, "master", "br0"])?;
+            inet.up(&port)?;
+            office.addr("lan0", &format!("192.168.{n}.2/24"))?;
+            office.route_via("default", &format!("192.168.{n}.1"))?;
+            nat.addr("lan0", &format!("192.168.{n}.1/24"))?;
+            nat.addr("wan0", &format!("{WAN_UPNP}/32"))?;
+            nat.run(&[
+                "ip",
+                "route",
+                "add",
+                "198.51.100.0/24",
+                "dev",
+                "wan0",
+                "src",
+                WAN_UPNP,
+            ])?;
+            nat.enable_forwarding()?;
+            nat.sh(&format!(
+                "nft -f - <<'EOF'\n{}\nEOF",
+                ruleset(RouterKind::Upnp)
+            ))?;
+            // One UPnP router per lab: its files go in the lab's directory.
+            routers.push(start_miniupnpd(nat, &dir, &format!("192.168.{n}.0/24"))?);
+            continue;
+        }
         veth(office, "lan0", nat, "lan")?;
         veth(nat, "wan", &inet, &port)?;
         inet.run(&["ip", "link", "set", &port, "master", "br0"])?;
@@ -104,7 +156,16 @@ fn lab(a_nat: &str, b_nat: &str) -> Result<Lab> {
         nat.addr("lan", &format!("192.168.{n}.1/24"))?;
         let wan = format!("198.51.100.{n}");
         nat.addr("wan", &format!("{wan}/24"))?;
-        let behavior = if i == 0 { a_nat } else { b_nat };
+        if a_nat == UPNP || b_nat == UPNP {
+            nat.run(&[
+                "ip",
+                "route",
+                "add",
+                &format!("{WAN_UPNP}/32"),
+                "dev",
+                "wan",
+            ])?;
+        }
         routers.push(start_nat_router(
             nat,
             "lan",
@@ -130,6 +191,7 @@ fn lab(a_nat: &str, b_nat: &str) -> Result<Lab> {
                 ("office-b", &keys[2].public_key, None, "10.77.0.2/32", None),
             ],
             true,
+            false,
         ),
         config(
             "a",
@@ -151,6 +213,7 @@ fn lab(a_nat: &str, b_nat: &str) -> Result<Lab> {
                 ),
             ],
             false,
+            a_nat == UPNP,
         ),
         config(
             "b",
@@ -172,6 +235,7 @@ fn lab(a_nat: &str, b_nat: &str) -> Result<Lab> {
                 ),
             ],
             false,
+            b_nat == UPNP,
         ),
     ];
     let configs = ["hub", "a", "b"].map(|n| dir.join(&format!("{n}.toml")));
@@ -205,7 +269,8 @@ fn traversal_of(s: &Status, peer: &str) -> serde_json::Value {
 
 /// Runs one cell of the matrix; `direct` says whether a direct path is expected.
 fn punch(a_nat: &str, b_nat: &str, direct: bool) {
-    if !skip_unless_root_and(TOOLS) {
+    let upnp = a_nat == UPNP || b_nat == UPNP;
+    if !skip_unless_root_and(if upnp { UPNP_TOOLS } else { TOOLS }) {
         return;
     }
     let mut lab = must(lab(a_nat, b_nat));
@@ -217,10 +282,20 @@ fn run(lab: &mut Lab, a_nat: &str, b_nat: &str, direct: bool) -> Result<()> {
     let hub = start_gateway(&lab.hub, "hub", &lab.configs[0], &log("hub"))?;
     lab.gateways.push(hub);
     let started = Instant::now();
-    let a = start_gateway(&lab.offices[0], "office-a", &lab.configs[1], &log("a"))?;
-    lab.gateways.push(a);
-    let b = start_gateway(&lab.offices[1], "office-b", &lab.configs[2], &log("b"))?;
-    lab.gateways.push(b);
+    // A UPnP office comes up first and holds its mapping before the other office probes it: a
+    // probe that reaches the router before the mapping leaves a conntrack entry without the
+    // port forward, which the other side's probes keep alive (see the README).
+    let mut offices: [Option<Daemon>; 2] = [None, None];
+    let order = if b_nat == UPNP { [1, 0] } else { [0, 1] };
+    for i in order {
+        let (label, name) = [("office-a", "a"), ("office-b", "b")][i];
+        let mut gw = start_gateway(&lab.offices[i], label, &lab.configs[i + 1], &log(name))?;
+        if [a_nat, b_nat][i] == UPNP {
+            gw.wait_for_log("traversal: port mapping candidate", Duration::from_secs(30))?;
+        }
+        offices[i] = Some(gw);
+    }
+    lab.gateways.extend(offices.into_iter().flatten());
 
     // Connectivity first, whatever the path: ping both ways, then a TCP transfer.
     wait_ping(&lab.offices[0], "10.77.0.2", Duration::from_secs(40))?;
@@ -242,7 +317,7 @@ fn run(lab: &mut Lab, a_nat: &str, b_nat: &str, direct: bool) -> Result<()> {
     let want = if direct { "direct" } else { "relayed" };
     let mut last = (String::new(), String::new());
     let ok = common::wait_until(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         &format!("both paths {want}"),
         || {
             let sa = status::fetch(&lab.offices[0], &lab.configs[1]);
@@ -271,6 +346,27 @@ fn run(lab: &mut Lab, a_nat: &str, b_nat: &str, direct: bool) -> Result<()> {
         connected.as_secs_f64(),
     );
     ok.with_context(|| format!("paths seen: {last:?}; a: {ta}; b: {tb}"))?;
+    // A UPnP office offered its mapping, and the other side went direct to it.
+    let mapped = format!("{WAN_UPNP}:{PORT}");
+    for (i, (nat, other_via)) in [(a_nat, &tb["via"]), (b_nat, &ta["via"])]
+        .into_iter()
+        .enumerate()
+    {
+        if nat != UPNP {
+            continue;
+        }
+        let log = lab.gateways[i + 1].log();
+        anyhow::ensure!(
+            log.contains("traversal: port mapping candidate") && log.contains(&mapped),
+            "the UPnP office never offered {mapped} as a candidate"
+        );
+        if direct {
+            anyhow::ensure!(
+                other_via.as_str() == Some(mapped.as_str()),
+                "the other office's direct path is {other_via}, not the mapping {mapped}"
+            );
+        }
+    }
     // Still connected on the final path.
     wait_ping(&lab.offices[0], "10.77.0.2", Duration::from_secs(10))?;
     Ok(())
@@ -309,6 +405,17 @@ fn symmetric_and_port_restricted_are_relayed() {
 #[test]
 fn symmetric_pair_is_relayed() {
     punch("symmetric", "symmetric", false);
+}
+
+#[test]
+fn symmetric_and_upnp_go_direct() {
+    // Without the mapping (port-restricted masquerade) this pair is relayed.
+    punch("symmetric", UPNP, true);
+}
+
+#[test]
+fn port_restricted_and_upnp_go_direct() {
+    punch("port-restricted-cone", UPNP, true);
 }
 
 #[test]

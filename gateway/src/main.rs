@@ -134,7 +134,14 @@ fn run(cli: Cli) -> Result<()> {
                 let upnp = upnp.map(|port| {
                     sitelink_io::upnp::spawn(port, sitelink_io::upnp::DEFAULT_LEASE_SECS)
                 });
-                let result = sitelink_io::driver::run(config, socket, shutdown_signal()).await;
+                let mapped = upnp.as_ref().map(sitelink_io::upnp::UpnpTask::mapped);
+                let result = sitelink_io::driver::run_with_mapping(
+                    config,
+                    socket,
+                    shutdown_signal(),
+                    mapped,
+                )
+                .await;
                 if let Some(upnp) = upnp {
                     upnp.stop().await;
                 }

@@ -97,7 +97,7 @@ impl NatLab {
 
         let turn = start_coturn(&stun, &dir)?;
         let upnpd = match kind {
-            RouterKind::Upnp => Some(start_miniupnpd(&router, &dir)?),
+            RouterKind::Upnp => Some(start_miniupnpd(&router, &dir, "192.168.77.0/24")?),
             _ => None,
         };
         Ok(Self {
@@ -162,9 +162,9 @@ impl NatLab {
     }
 }
 
-/// The router's nftables ruleset. The UPnP one has the table and chains miniupnpd's config names
-/// (its nftables backend does not create them).
-fn ruleset(kind: RouterKind) -> String {
+/// The router's nftables ruleset (its WAN interface is `wan0`). The UPnP one has the table and
+/// chains miniupnpd's config names (its nftables backend does not create them).
+pub(crate) fn ruleset(kind: RouterKind) -> String {
     match kind {
         RouterKind::Masquerade | RouterKind::MasqueradeRandom => {
             let random = if kind == RouterKind::MasqueradeRandom {
@@ -242,17 +242,20 @@ fn start_coturn(stun: &Netns, dir: &TestDir) -> Result<Daemon> {
     Ok(daemon)
 }
 
-/// miniupnpd on the router: LAN side lan0, WAN side wan0, nftables chains from [`ruleset`].
-fn start_miniupnpd(router: &Netns, dir: &TestDir) -> Result<Daemon> {
+/// miniupnpd on the router: LAN side lan0, WAN side wan0, nftables chains from [`ruleset`];
+/// hosts in `lan` (a prefix) may map ports 1024-65535 to themselves.
+pub(crate) fn start_miniupnpd(router: &Netns, dir: &TestDir, lan: &str) -> Result<Daemon> {
     let conf = dir.join("miniupnpd.conf");
     std::fs::write(
         &conf,
-        "ext_ifname=wan0\nlistening_ip=lan0\nport=0\nenable_natpmp=no\nenable_upnp=yes\nsecure_mode=yes\nsystem_uptime=yes\n\
-               uuid=5c2e6c1e-2f1e-4c7e-9d1e-0123456789ab\n\
-               upnp_table_name=sl_upnp\nupnp_nat_table_name=sl_upnp\n\
-               upnp_forward_chain=miniupnpd\nupnp_nat_chain=prerouting_miniupnpd\n\
-               upnp_nat_postrouting_chain=postrouting_miniupnpd\n\
-               allow 1024-65535 192.168.77.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+        format!(
+            "ext_ifname=wan0\nlistening_ip=lan0\nport=0\nenable_natpmp=no\nenable_upnp=yes\nsecure_mode=yes\nsystem_uptime=yes\n\
+             uuid=5c2e6c1e-2f1e-4c7e-9d1e-0123456789ab\n\
+             upnp_table_name=sl_upnp\nupnp_nat_table_name=sl_upnp\n\
+             upnp_forward_chain=miniupnpd\nupnp_nat_chain=prerouting_miniupnpd\n\
+             upnp_nat_postrouting_chain=postrouting_miniupnpd\n\
+             allow 1024-65535 {lan} 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
+        ),
     )
     .with_context(|| format!("writing {}", conf.display()))?;
     let pid = dir.join("miniupnpd.pid");

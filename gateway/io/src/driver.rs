@@ -20,7 +20,7 @@ use sitelink_core::config::GatewayConfig;
 use sitelink_core::control::is_control_packet;
 use sitelink_core::gateway::{Gateway, Sink};
 use sitelink_core::peer::PeerSpec;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, trace, warn};
 
 use crate::control::{ControlServer, Request};
@@ -63,6 +63,18 @@ pub async fn run(
     config: GatewayConfig,
     socket_path: PathBuf,
     shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    run_with_mapping(config, socket_path, shutdown, None).await
+}
+
+/// [`run`], with the external endpoint of a port mapping this host holds on its NAT (UPnP,
+/// [`crate::upnp::UpnpTask::mapped`]): the traversal agent offers it to the rendezvous as a
+/// `mapped` candidate whenever it appears or changes.
+pub async fn run_with_mapping(
+    config: GatewayConfig,
+    socket_path: PathBuf,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut mapped: Option<watch::Receiver<Option<SocketAddr>>>,
 ) -> Result<()> {
     let iface = &config.interface;
     let mut gateway = Gateway::new(iface.private_key.clone(), Instant::now());
@@ -127,6 +139,10 @@ pub async fn run(
     };
 
     let mut traversal = TraversalDriver::new(&config, listen_port, Instant::now());
+    if traversal.is_none() {
+        // Nobody to offer the mapping to.
+        mapped = None;
+    }
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(16);
     let control = ControlServer::start(&socket_path, req_tx)?;
     info!(
@@ -184,6 +200,13 @@ pub async fn run(
                     }
                 });
             }
+            changed = mapping_changed(mapped.as_mut()) => {
+                match (changed, traversal.as_mut()) {
+                    (Some(external), Some(t)) => t.set_mapped(external, Instant::now()),
+                    // The UPnP task ended: no more changes.
+                    _ => mapped = None,
+                }
+            }
             Some(req) = req_rx.recv() => {
                 let mut body = answer(&req.command, &gateway, access.as_ref(), &iface.name, listen_port, &io.counters(), &io.report());
                 if let (Some(t), "status") = (traversal.as_ref(), req.command.as_str()) {
@@ -206,6 +229,20 @@ pub async fn run(
         warn!(error = %e, "gateway stopped on error");
     }
     result
+}
+
+/// The next value of the port-mapping watch (`None` when its sender is gone); never resolves
+/// without a watch.
+async fn mapping_changed(
+    mapped: Option<&mut watch::Receiver<Option<SocketAddr>>>,
+) -> Option<Option<SocketAddr>> {
+    match mapped {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(*rx.borrow_and_update()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// Hands one received datagram to the control protocol (when the gateway has a `[pool]` and the

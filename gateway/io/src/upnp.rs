@@ -6,7 +6,8 @@
 //!   error 725 (OnlyPermanentLeasesSupported) → the same request with lease 0, which the daemon
 //!   then must delete itself on exit (it always does).
 //! - [`spawn`]: the daemon's task: discover, map, renew at half the lease, re-map if the router
-//!   forgot, and delete the mapping when stopped.
+//!   forgot, and delete the mapping when stopped. [`UpnpTask::mapped`] tells the driver the
+//!   external endpoint held, so that the traversal agent offers it as a `mapped` candidate.
 //!
 //! NAT-PMP/PCP are not spoken: `igd-next` has no client for them.
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 use igd_next::aio::tokio::Tokio;
 use igd_next::aio::Gateway;
 use igd_next::{AddPortError, PortMappingProtocol, RemovePortError, SearchOptions};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// How long SSDP discovery waits for a router to answer.
@@ -257,6 +258,7 @@ async fn map_on(
 pub struct UpnpTask {
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<()>,
+    mapped: watch::Receiver<Option<SocketAddr>>,
 }
 
 /// How often to look for a router again when none answered, or re-map after a failure.
@@ -312,6 +314,7 @@ async fn keep_mapped(
 /// half the lease. Runs on the current tokio runtime.
 pub fn spawn(listen_port: u16, lease_secs: u32) -> UpnpTask {
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    let (mapped_tx, mapped) = watch::channel(None);
     let handle = tokio::spawn(async move {
         let mut held: Option<(Gateway<Tokio>, PortMapping)> = None;
         loop {
@@ -320,6 +323,13 @@ pub fn spawn(listen_port: u16, lease_secs: u32) -> UpnpTask {
                 w = keep_mapped(&mut held, listen_port, lease_secs) => w,
                 _ = &mut stop_rx => break,
             };
+            // Tell the driver when the external endpoint appears, changes or goes.
+            let external = held.as_ref().and_then(|(_, m)| m.external());
+            mapped_tx.send_if_modified(|current| {
+                let changed = *current != external;
+                *current = external;
+                changed
+            });
             let sleep = async {
                 match wait {
                     Some(d) => tokio::time::sleep(d).await,
@@ -346,10 +356,17 @@ pub fn spawn(listen_port: u16, lease_secs: u32) -> UpnpTask {
     UpnpTask {
         stop: Some(stop_tx),
         handle,
+        mapped,
     }
 }
 
 impl UpnpTask {
+    /// The external endpoint of the mapping held (router's external address and the mapped
+    /// port), `None` while there is none; changes as the mapping is made, moved or lost.
+    pub fn mapped(&self) -> watch::Receiver<Option<SocketAddr>> {
+        self.mapped.clone()
+    }
+
     /// Removes the mapping (waiting at most a few seconds for the router) and ends the task.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -13,12 +13,14 @@ use sitelink_core::gateway::{Gateway, Sink};
 use sitelink_core::traversal::{
     is_relay_address, is_traversal_packet, Path, PunchConfig, Traversal, TraversalPeer,
 };
-use tracing::{debug, trace};
+use tracing::{debug, info, trace};
 
 /// The traversal agent and what the driver needs around it.
 pub(super) struct TraversalDriver {
     agent: Traversal,
     names: Vec<(sitelink_core::keys::PublicKey, String)>,
+    /// The host candidates (found at start).
+    host: Vec<Candidate>,
 }
 
 impl TraversalDriver {
@@ -62,13 +64,38 @@ impl TraversalDriver {
             }
         }
         debug!(candidates = ?local, "traversal: local candidates");
-        agent.set_local_candidates(local, now);
+        agent.set_local_candidates(local.clone(), now);
         let names = config
             .peers
             .iter()
             .map(|p| (p.public_key, p.name.clone()))
             .collect();
-        Some(Self { agent, names })
+        Some(Self {
+            agent,
+            names,
+            host: local,
+        })
+    }
+
+    /// The external endpoint of the port mapping held on the NAT (UPnP), or `None` when there
+    /// is none (any more): offered as a `mapped` candidate, first, next to the host
+    /// candidates. A change makes the agent register again at once.
+    pub(super) fn set_mapped(&mut self, external: Option<SocketAddr>, now: Instant) {
+        let mut local: Vec<Candidate> = external
+            .map(|addr| Candidate {
+                kind: CandidateKind::Mapped,
+                addr,
+            })
+            .into_iter()
+            .collect();
+        local.extend(
+            self.host
+                .iter()
+                .filter(|c| Some(c.addr) != external)
+                .cloned(),
+        );
+        info!(mapped = ?external, "traversal: port mapping candidate");
+        self.agent.set_local_candidates(local, now);
     }
 
     /// When the agent wants [`Self::handle_timeout`].
