@@ -5,6 +5,11 @@
 //!   all); gateway A masquerades worker traffic to the LAN onto its LAN address 192.168.10.1.
 //! - Case 4: a full-tunnel worker reaches a host on the simulated internet (198.51.100.254,
 //!   which knows nothing of the pool) through gateway A, masqueraded onto its WAN address.
+//! - Case 3: ports published on gateway A's WAN address (`[[nat.forward]]`) reach services on a
+//!   split-tunnel worker's virtual address (a fixed 10.77.100.50). The forwards give the
+//!   connections gateway A's LAN address as their source, which the worker routes into the
+//!   tunnel, so its answers come back through gateway A. The worker's own traffic with gateway
+//!   A and the LAN keeps its addresses meanwhile.
 //!
 //! Needs root, iproute2, nftables, /dev/net/tun, ping, socat and ss; skips without them.
 
@@ -15,9 +20,9 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
-use common::topology::{INET_ROUTER, LAN_A_HOST, WAN_A};
+use common::topology::{INET_ROUTER, LAN_A_GW, LAN_A_HOST, WAN_A};
 use common::traffic::{tcp_transfer, wait_ping, TransferSpec};
-use common::workers::{PoolSpec, RemoteWorkers, Setup, WorkerSpec, BIND_TIMEOUT};
+use common::workers::{PeerReporter, PoolSpec, RemoteWorkers, Setup, WorkerSpec, BIND_TIMEOUT};
 use common::{bins, must, skip_unless_root_and};
 
 const TOOLS: &[&str] = &["nft", "ping", "socat", "ss"];
@@ -34,23 +39,47 @@ source = ["10.77.100.0/24"]
 pool = ["198.51.100.1"]
 "#;
 
-fn setup(routes: &[&str]) -> Setup {
+/// The virtual address of the worker that serves the forwarded ports.
+const WORKER_ADDR: &str = "10.77.100.50";
+/// The forwarded ports: a bulk transfer, and a server that reports who connected.
+const FORWARD_TRANSFER_PORT: u16 = 5201;
+const FORWARD_REPORT_PORT: u16 = 5300;
+
+/// Port forwards from gateway A's WAN address to the worker at [`WORKER_ADDR`] (same ports),
+/// with gateway A's LAN address as the connections' source.
+fn forwards() -> String {
+    [FORWARD_TRANSFER_PORT, FORWARD_REPORT_PORT]
+        .iter()
+        .map(|port| {
+            format!(
+                "\n[[nat.forward]]\nproto = \"tcp\"\nexternal_addr = \"{WAN_A}\"\n\
+                 external_port = {port}\nto = \"{WORKER_ADDR}\"\nsource = \"{LAN_A_GW}\"\n"
+            )
+        })
+        .collect()
+}
+
+fn setup(routes: &[&str], worker: WorkerSpec) -> Setup {
     Setup {
         pool: PoolSpec {
             routes: routes.iter().map(|s| (*s).to_owned()).collect(),
             ..PoolSpec::default()
         },
-        workers: vec![WorkerSpec::auto("w1")],
+        workers: vec![worker],
         client_keepalive: Some(10),
     }
 }
 
 /// Builds the layout, adds the `[nat]` rules to gateway A, starts both gateways and the worker.
 fn up(test: &str, routes: &[&str]) -> Result<RemoteWorkers> {
-    let mut rw = RemoteWorkers::new(test, &setup(routes))?;
+    up_with(test, routes, WorkerSpec::auto("w1"), NAT)
+}
+
+fn up_with(test: &str, routes: &[&str], worker: WorkerSpec, nat: &str) -> Result<RemoteWorkers> {
+    let mut rw = RemoteWorkers::new(test, &setup(routes, worker))?;
     let path = rw.t.a.config_path.clone();
     let mut text = std::fs::read_to_string(&path)?;
-    text.push_str(NAT);
+    text.push_str(nat);
     std::fs::write(&path, text)?;
     rw.t.start()?;
     rw.worker("w1")?.start()?;
@@ -143,6 +172,87 @@ fn egress(rw: &mut RemoteWorkers) -> Result<()> {
     ensure!(
         masqueraded_to(&report, WAN_A),
         "no session on {WAN_A}: {report}"
+    );
+    Ok(())
+}
+
+#[test]
+fn port_forward_reaches_a_service_on_a_workers_virtual_address() {
+    if !skip_unless_root_and(TOOLS) {
+        return;
+    }
+    let mut rw = must(up_with(
+        "nat-workers-forward",
+        &["192.168.10.0/24"],
+        WorkerSpec::fixed("w1", WORKER_ADDR),
+        &forwards(),
+    ));
+    must(forward_to_worker(&mut rw));
+}
+
+fn forward_to_worker(rw: &mut RemoteWorkers) -> Result<()> {
+    let addr = rw.get("w1")?.status_address()?;
+    ensure!(
+        addr.is_some_and(|a| a.to_string() == WORKER_ADDR),
+        "w1 holds {addr:?}, not its fixed address {WORKER_ADDR}"
+    );
+    let w = &rw.get("w1")?.ns;
+    // The tunnel carries traffic both ways before anything is forwarded through it.
+    wait_ping(w, LAN_A_GW, PING_TIMEOUT).context("worker -> gateway A's LAN address")?;
+    tcp_transfer(
+        &TransferSpec {
+            label: "inet-to-worker-via-a",
+            from: &rw.t.net.inet,
+            to: w,
+            to_addr: WAN_A,
+            port: FORWARD_TRANSFER_PORT,
+            bytes: 4 << 20,
+            dir: rw.t.dir.path(),
+        },
+        Duration::from_secs(120),
+    )?;
+    // The worker sees the forward's source, not the internet client.
+    let log = rw.t.dir.join("forward-reporter.log");
+    let mut reporter = PeerReporter::start(w, FORWARD_REPORT_PORT, &log)?;
+    let seen = reporter
+        .ask(&rw.t.net.inet, WAN_A)
+        .context("internet host -> forwarded port -> worker")?;
+    ensure!(
+        seen.to_string() == LAN_A_GW,
+        "the worker saw the connection come from {seen}, not {LAN_A_GW}"
+    );
+    // The worker's own traffic through gateway A keeps its addresses (only the forwarded
+    // connections get the forward's source): a connection to a LAN host, which answers
+    // straight to the worker's address.
+    tcp_transfer(
+        &TransferSpec {
+            label: "worker-to-lan-while-forwarded",
+            from: w,
+            to: &rw.t.net.lan_a,
+            to_addr: LAN_A_HOST,
+            port: 5202,
+            bytes: 1 << 20,
+            dir: rw.t.dir.path(),
+        },
+        Duration::from_secs(120),
+    )?;
+    let report = nat_json(rw)?;
+    let forwarded = report["tunnel_side"]["sessions"]
+        .as_array()
+        .is_some_and(|s| {
+            s.iter().any(|s| {
+                s["kind"] == "forward"
+                    && s["internal"]
+                        .as_str()
+                        .is_some_and(|i| i.starts_with(&format!("{WORKER_ADDR}:")))
+                    && s["external"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with(&format!("{WAN_A}:")))
+            })
+        });
+    ensure!(
+        forwarded,
+        "no forward session to {WORKER_ADDR} on {WAN_A}: {report}"
     );
     Ok(())
 }

@@ -103,7 +103,9 @@ impl GatewayNat {
         let config = effective_config(config);
         config.validate()?;
         // A forward with a `source`: after the tunnel side has moved the destination to the
-        // target, the LAN side moves the source to `source` (and back for the replies).
+        // target, the LAN side moves the source to `source` (and back for the replies). Only
+        // the forwarded flows: other packets to the target (the gateway's own, the LAN's, the
+        // replies of the target's own flows) keep their source.
         let snat: Vec<MasqueradeRule> = config
             .forward
             .iter()
@@ -154,8 +156,11 @@ impl GatewayNat {
     /// Translates the first `len` bytes of the scratch buffer, read from the TUN.
     pub(super) fn translate_from_tun(&mut self, len: usize, now: Instant) -> FromTun {
         let p = &mut self.buf[..len];
+        let mut forwarded = false;
         if let Some(nat) = &mut self.tunnels {
-            match nat.translate_inbound(p, now) {
+            let verdict = nat.translate_inbound(p, now);
+            forwarded = nat.last_inbound_was_forward();
+            match verdict {
                 Verdict::Forward | Verdict::Pass | Verdict::Hairpin => {}
                 Verdict::Drop(DropReason::IcmpErrorUnmatched) => {
                     // Steered here because it went to a pool address, but about none of our
@@ -170,7 +175,13 @@ impl GatewayNat {
             }
         }
         if let Some(nat) = &mut self.lan {
-            match nat.translate_outbound(p, now) {
+            // Only a forwarded flow may open a source mapping onto a forward's `source`.
+            let verdict = if forwarded {
+                nat.translate_outbound(p, now)
+            } else {
+                nat.translate_outbound_existing(p, now)
+            };
+            match verdict {
                 Verdict::Forward | Verdict::Pass => {}
                 Verdict::Hairpin => return FromTun::BackToTun(Some(p.to_vec())),
                 Verdict::Drop(reason) => {
@@ -443,5 +454,41 @@ mod tests {
             nat.translate_to_tun(n, false, now),
             ToTun::Write(_)
         ));
+    }
+
+    /// Only the forwarded flows get the forward's `source`: the gateway's own packets to the
+    /// target (a ping reply, say), a LAN host's, and the replies to the target's own flows keep
+    /// theirs, so the target's other traffic through the gateway is unaffected.
+    #[test]
+    fn forward_source_applies_to_forwarded_flows_only() {
+        let mut nat = engines(
+            "[[forward]]\nproto = \"tcp\"\nexternal_addr = \"198.51.100.1\"\nexternal_port = 5201\n\
+             to = \"10.77.100.50\"\nsource = \"192.168.10.1\"\n",
+        );
+        let now = Instant::now();
+        for (src, sport, dport) in [
+            // The gateway answering the worker on its LAN address.
+            ([192, 168, 10, 1], 53, 40000),
+            // A LAN host answering the worker's own connection.
+            ([192, 168, 10, 10], 80, 40001),
+            // A LAN host opening a flow to the worker's forwarded port.
+            ([192, 168, 10, 10], 40002, 5201),
+        ] {
+            let n = load(&mut nat, &udp(src, sport, [10, 77, 100, 50], dport));
+            assert!(matches!(nat.translate_from_tun(n, now), FromTun::Route(_)));
+            assert_eq!(
+                ends(&nat.buf[..n]),
+                (
+                    Ipv4Addr::from(src),
+                    sport,
+                    Ipv4Addr::new(10, 77, 100, 50),
+                    dport
+                ),
+                "from {src:?}:{sport}"
+            );
+        }
+        let r = nat.report(now);
+        assert_eq!(r.lan_side.expect("lan side").sessions_total, 0);
+        assert_eq!(r.tunnel_side.expect("tunnel side").sessions_total, 0);
     }
 }

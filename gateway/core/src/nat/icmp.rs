@@ -50,7 +50,9 @@ impl Nat {
                 let rem = Ep::new(edst, remote_port(e.proto, e.dst_port));
                 let found = self.table.session_in(e.proto, ext, rem);
                 if let Some(id) = self.live(found, now) {
-                    let int = self.mapping_of(id).map(|m| m.int());
+                    let m = self.mapping_of(id);
+                    self.last_forward = m.is_some_and(|m| m.is_forward());
+                    let int = m.map(|m| m.int());
                     int.map(|int| (Side::Src, int.addr, Some(int.port), Side::Dst, int.addr))
                 } else {
                     self.rules.netmap_in(esrc).map(|real| {

@@ -180,6 +180,11 @@ pub struct Nat {
     next_sweep: Instant,
     sweep_cursor: usize,
     reply_window: (u32, u32),
+    /// Whether outbound packets may open new masquerade mappings (see
+    /// [`Nat::translate_outbound_existing`]).
+    new_mappings: bool,
+    /// Whether the last packet translated inbound belongs to a port forward's session.
+    last_forward: bool,
 }
 
 impl std::fmt::Debug for Nat {
@@ -252,6 +257,8 @@ impl Nat {
             next_sweep: now,
             sweep_cursor: 0,
             reply_window: (0, 0),
+            new_mappings: true,
+            last_forward: false,
         })
     }
 
@@ -265,7 +272,27 @@ impl Nat {
         self.translate(packet, now, Direction::In)
     }
 
+    /// Like [`Nat::translate_outbound`], but a packet that would open a new masquerade mapping
+    /// passes unchanged instead: only existing sessions, netmaps and ICMP errors translate.
+    pub(crate) fn translate_outbound_existing(
+        &mut self,
+        packet: &mut [u8],
+        now: Instant,
+    ) -> Verdict {
+        self.new_mappings = false;
+        let v = self.translate(packet, now, Direction::Out);
+        self.new_mappings = true;
+        v
+    }
+
+    /// Whether the last packet [`Nat::translate_inbound`] translated (or ICMP error about a
+    /// flow) belongs to a port forward's session.
+    pub(crate) fn last_inbound_was_forward(&self) -> bool {
+        self.last_forward
+    }
+
     fn translate(&mut self, packet: &mut [u8], now: Instant, dir: Direction) -> Verdict {
+        self.last_forward = false;
         if packet::is_ipv6(packet) {
             self.counters.passed += 1;
             return Verdict::Pass;
@@ -373,7 +400,11 @@ impl Nat {
             packet::rewrite(packet, h.ihl, l4_of(h), Side::Src, mapped.octets(), None);
             return Ok(Outcome::Translated);
         }
-        let Some(rule) = self.rules.masquerade_for(src, dst) else {
+        let Some(rule) = self
+            .rules
+            .masquerade_for(src, dst)
+            .filter(|_| self.new_mappings)
+        else {
             return Ok(Outcome::Untouched);
         };
         if h.fragmented {
@@ -437,7 +468,9 @@ impl Nat {
             let rem = Ep::new(src, remote_port(proto, sport));
             let found = self.table.session_in(proto, ext, rem);
             if let Some(id) = self.live(found, now) {
-                let int = self.touch(id, Direction::In, h, now).int();
+                let m = self.touch(id, Direction::In, h, now);
+                self.last_forward = m.is_forward();
+                let int = m.int();
                 trace!(?proto, %ext.addr, ext.port, %int.addr, int.port, "NAT in");
                 packet::rewrite(
                     packet,
@@ -508,6 +541,7 @@ impl Nat {
                 .insert_mapping(Mapping::new(proto, int, ext, any, ei, ei, true));
             self.counters.mappings_created += 1;
             self.new_session(id, rem, Direction::In, h, now);
+            self.last_forward = true;
             trace!(?proto, %ext.addr, ext.port, %int.addr, int.port, "NAT in (forward)");
             packet::rewrite(
                 packet,
