@@ -291,7 +291,8 @@ fn run(lab: &mut Lab, a_nat: &str, b_nat: &str, direct: bool) -> Result<()> {
         let (label, name) = [("office-a", "a"), ("office-b", "b")][i];
         let mut gw = start_gateway(&lab.offices[i], label, &lab.configs[i + 1], &log(name))?;
         if [a_nat, b_nat][i] == UPNP {
-            gw.wait_for_log("traversal: port mapping candidate", Duration::from_secs(30))?;
+            // 90 s: one SSDP discovery lost on a busy machine is retried after 60 s.
+            gw.wait_for_log("traversal: port mapping candidate", Duration::from_secs(90))?;
         }
         offices[i] = Some(gw);
     }
