@@ -23,6 +23,8 @@
 #   --repeat N      runs per iperf3 test (default 3)
 #   --duration S    seconds per iperf3 run (default 10)
 #   --only LIST     comma-separated subset of veth,sitelink-plain,sitelink,wireguard-go,boringtun-cli
+#   --baseline BIN  also measure sitelink-gateway binary BIN (batched) as path "baseline", just
+#                   before sitelink: an earlier build, for a before/after in one run
 #   --skip-build    use $CARGO_TARGET_DIR/release/sitelink-{gateway,keys} (default target/) as they
 #                   are (also SKIP_BUILD=1)
 #
@@ -47,6 +49,7 @@ REPEAT=3
 DURATION=10
 ONLY=veth,sitelink-plain,sitelink,wireguard-go,boringtun-cli
 SKIP_BUILD=${SKIP_BUILD:-0}
+BASELINE=
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -54,6 +57,7 @@ while [[ $# -gt 0 ]]; do
         --duration) DURATION=${2:?--duration needs seconds}; shift 2 ;;
         --only) ONLY=${2:?--only needs a list}; shift 2 ;;
         --skip-build) SKIP_BUILD=1; shift ;;
+        --baseline) BASELINE=${2:?--baseline needs a sitelink-gateway binary}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -63,7 +67,11 @@ done
 IMPLS=()
 for name in ${ONLY//,/ }; do
     case $name in
-        veth | sitelink | sitelink-plain | wireguard-go) IMPLS+=("$name") ;;
+        veth | sitelink-plain | wireguard-go) IMPLS+=("$name") ;;
+        sitelink)
+            [[ -n $BASELINE ]] && IMPLS+=(baseline)
+            IMPLS+=(sitelink)
+            ;;
         boringtun | boringtun-cli) IMPLS+=(boringtun-cli) ;;
         *) echo "--only: unknown path $name (veth, sitelink-plain, sitelink, wireguard-go, boringtun-cli)" >&2; exit 2 ;;
     esac
@@ -304,8 +312,8 @@ forget_pids() { # drop stopped processes from PIDS
     PIDS=("${keep[@]}")
 }
 
-run_sitelink() { # path datapath-mode (batch | plain)
-    local impl=$1 mode=$2 net=10.201.0 side ns ip peer_ip peer_wan pub pub_a pub_b pids=()
+run_sitelink() { # path datapath-mode (batch | plain) [gateway-binary]
+    local impl=$1 mode=$2 gw=${3:-$GW} net=10.201.0 side ns ip peer_ip peer_wan pub pub_a pub_b pids=()
     rm -f "$WORK"/sl-[ab].sock "$WORK"/sl-[ab].key
     "$KEYS" genkey --out "$WORK/sl-a.key" >/dev/null
     "$KEYS" genkey --out "$WORK/sl-b.key" >/dev/null
@@ -329,7 +337,7 @@ endpoint = "$peer_wan:$PORT"
 allowed_ips = ["$net.$peer_ip/32"]
 EOF
         start_bg "$WORK/$impl-$side.log" "$ns" env RUST_LOG=warn SITELINK_DATAPATH="$mode" \
-            "$GW" up --config "$WORK/sl-$side.toml" --socket "$WORK/sl-$side.sock"
+            "$gw" up --config "$WORK/sl-$side.toml" --socket "$WORK/sl-$side.sock"
         pids+=("$STARTED")
     done
     for _ in $(seq 100); do
@@ -402,6 +410,7 @@ for impl in "${IMPLS[@]}"; do
         veth) run_veth || true ;;
         sitelink) run_sitelink sitelink batch || true ;;
         sitelink-plain) run_sitelink sitelink-plain plain || true ;;
+        baseline) run_sitelink baseline batch "$BASELINE" || true ;;
         wireguard-go) run_uapi wireguard-go 10.202.0 wireguard-go -f || true ;;
         boringtun-cli)
             run_uapi boringtun-cli 10.203.0 "$BORINGTUN" -f --disable-drop-privileges \
@@ -443,6 +452,7 @@ describe() {
         veth) echo "plain veth (MTU 1500)" ;;
         sitelink) echo "sitelink $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') (batched)" ;;
         sitelink-plain) echo "sitelink $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') (plain)" ;;
+        baseline) echo "baseline: $BASELINE (batched)" ;;
         wireguard-go) echo "wireguard-go $(wireguard-go --version 2>/dev/null | awk 'NR==1 {print $2}')" ;;
         boringtun-cli) echo "boringtun-cli $("$BORINGTUN" --version 2>/dev/null | awk '{print $2}')" ;;
     esac
@@ -476,6 +486,10 @@ MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     if wants sitelink && wants sitelink-plain; then
         echo
         echo "Batched ÷ plain (the gain of batched I/O): 1 stream $(ratio single 1 sitelink-plain), 4 streams $(ratio four 1 sitelink-plain), reverse $(ratio reverse 1 sitelink-plain); CPU s/GB $(ratio cpu_single 0 sitelink-plain), $(ratio cpu_four 0 sitelink-plain), $(ratio cpu_reverse 0 sitelink-plain)."
+    fi
+    if wants baseline; then
+        echo
+        echo "sitelink ÷ baseline: 1 stream $(ratio single 1 baseline), 4 streams $(ratio four 1 baseline), reverse $(ratio reverse 1 baseline); CPU s/GB $(ratio cpu_single 0 baseline), $(ratio cpu_four 0 baseline), $(ratio cpu_reverse 0 baseline)."
     fi
     for impl in "${IMPLS[@]}"; do
         [[ -n ${NA[$impl]:-} ]] && echo "- $impl: ${NA[$impl]}"
