@@ -306,21 +306,11 @@ fn finish(slot: &mut [u8], run: &Run) {
 }
 
 /// One's-complement sum of `bytes` as big-endian 16-bit words, added to `initial`, unfolded.
+/// `tun-rs`'s sum: AVX2 or SSE4.1 when the CPU has them, else the same big-endian 32-bit words
+/// in scalar code (verifying every segment before coalescing was 6% of the receiving gateway's
+/// CPU time in a profile with a scalar sum).
 fn sum(bytes: &[u8], initial: u64) -> u64 {
-    let mut acc = initial;
-    let mut words = bytes.chunks_exact(4);
-    for w in &mut words {
-        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
-    }
-    let rest = words.remainder();
-    let mut pairs = rest.chunks_exact(2);
-    for w in &mut pairs {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = pairs.remainder() {
-        acc += u64::from(*last) << 8;
-    }
-    acc
+    tun_rs::checksum_no_fold(bytes, initial)
 }
 
 fn fold(mut acc: u64) -> u16 {
@@ -516,7 +506,10 @@ mod tests {
     #[test]
     fn checksum_matches_a_naive_sum() {
         let data: Vec<u8> = (0..1001u32).map(|i| (i * 7 + 3) as u8).collect();
-        for len in [0, 1, 2, 3, 4, 5, 17, 1000, 1001] {
+        // Around the 16- and 32-byte chunks of the SIMD sums too.
+        for len in [
+            0, 1, 2, 3, 4, 5, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000, 1001,
+        ] {
             let naive: u64 = data[..len]
                 .chunks(2)
                 .map(|c| u64::from(c[0]) << 8 | c.get(1).map_or(0, |&b| u64::from(b)))
