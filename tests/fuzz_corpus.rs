@@ -83,6 +83,59 @@ fn seed_configs_are_valid() {
     }
 }
 
+#[test]
+fn nat_corpus() {
+    for path in corpus("nat") {
+        eprintln!("nat: {}", path.display());
+        let _ = bodies::nat(&read(&path));
+    }
+}
+
+/// The NAT seeds reach what they were written for: answers find their sessions, the forward
+/// and the hairpin translate, the exhaustion seed is refused with ICMP errors.
+#[test]
+fn nat_seeds_reach_the_sessions() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/nat");
+    let run = |name: &str| bodies::nat(&read(&dir.join(name)));
+    let udp = run("udp-flow.bin");
+    // Out, the answer, out again; the late answer after expiry is not translated.
+    assert_eq!(udp.translated, 3, "udp-flow.bin: {udp:?}");
+    assert_eq!(udp.sessions, 0, "udp-flow.bin: {udp:?}");
+    let tcp = run("tcp-flow.bin");
+    assert!(tcp.translated >= 8, "tcp-flow.bin: {tcp:?}");
+    let icmp = run("icmp.bin");
+    assert!(icmp.translated >= 6, "icmp.bin: {icmp:?}");
+    // The forward, its answer and the hairpin; the same client through the other pool
+    // address is refused (the target already has that flow).
+    let forward = run("forward-hairpin.bin");
+    assert_eq!(forward.translated, 3, "forward-hairpin.bin: {forward:?}");
+    let netmap = run("netmap.bin");
+    assert_eq!(netmap.translated, 4, "netmap.bin: {netmap:?}");
+    let exhaustion = run("exhaustion.bin");
+    assert!(exhaustion.replies >= 4, "exhaustion.bin: {exhaustion:?}");
+}
+
+#[test]
+fn stun_corpus() {
+    for path in corpus("stun") {
+        eprintln!("stun: {}", path.display());
+        let _ = bodies::stun(&read(&path));
+    }
+}
+
+/// The STUN seeds carry the transaction the fuzzed client waits for.
+#[test]
+fn stun_seeds_reach_the_client() {
+    use sitelink_core::stun::client::Input;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/stun");
+    let run = |name: &str| bodies::stun(&read(&dir.join(name)));
+    for name in ["success.bin", "success-other-address.bin", "error.bin"] {
+        assert!(matches!(run(name), Input::Answered(_)), "{name}");
+    }
+    assert!(matches!(run("request.bin"), Input::Request(_)));
+    assert_eq!(run("wireguard.bin"), Input::NotStun);
+}
+
 /// A temporary directory holding the key files the seed configs name; removed on drop.
 struct KeyDir(PathBuf);
 

@@ -2,7 +2,8 @@
 //!
 //! Included with `#[path]` by each target in `fuzz_targets/` and by the root package's
 //! `tests/fuzz_corpus.rs`, which replays the committed corpus under plain `cargo test`; so it
-//! uses only crates both have (`sitelink-core`, `boringtun`) and nothing here is `pub`.
+//! uses only crates both have (`sitelink-core`, `boringtun`, `rand_core`) and nothing here is
+//! `pub`.
 //!
 //! The keys are fixed so the committed seeds (made by `examples/gen_corpus.rs`) stay valid: a
 //! seed initiation from [`PEER_KEY`] passes mac1 and reaches the handshake code.
@@ -17,7 +18,14 @@ use boringtun::noise::Tunn;
 use sitelink_core::config::GatewayConfig;
 use sitelink_core::gateway::{Gateway, Sink};
 use sitelink_core::keys::{write_secret_file, PresharedKey, PrivateKey};
+use sitelink_core::nat::{
+    ForwardProto, MasqueradeRule, Nat, NatConfig, NetmapRule, PortForward, PortRange, Preset,
+    Verdict,
+};
 use sitelink_core::peer::PeerSpec;
+use sitelink_core::stun::client::{Input, StunClient};
+use sitelink_core::stun::codec::{self, Change, Message, TransactionId};
+use sitelink_core::stun::RetransmitPolicy;
 
 /// The gateway's private key.
 pub(crate) const GATEWAY_KEY: [u8; 32] = [0x11; 32];
@@ -184,4 +192,171 @@ pub(crate) fn config(data: &[u8], dir: &Path) {
             let _ = e.to_string();
         }
     }
+}
+
+/// The `nat` target's engine: masquerade of 192.168.0.0/16 (port-restricted cone) onto
+/// 203.0.113.1-2 and 198.51.100.9, ports 40000-40015; UDP 53 on every pool address forwarded
+/// to 192.168.1.53; 10.1.0.0/16 netmapped to 10.2.0.0/16; 64 sessions, 8 ports per host.
+pub(crate) fn nat_config() -> NatConfig {
+    NatConfig {
+        netmap: vec![NetmapRule {
+            real: "10.1.0.0/16".parse().expect("prefix"),
+            mapped: "10.2.0.0/16".parse().expect("prefix"),
+        }],
+        masquerade: vec![MasqueradeRule {
+            source: vec!["192.168.0.0/16".parse().expect("prefix")],
+            destination: Vec::new(),
+            pool: vec![
+                "203.0.113.0/30".parse().expect("prefix"),
+                "198.51.100.9".parse().expect("address"),
+            ],
+            preset: Some(Preset::PortRestrictedCone),
+            mapping: None,
+            filtering: None,
+        }],
+        forward: vec![PortForward {
+            proto: ForwardProto::Udp,
+            external_port: 53,
+            external_addr: None,
+            to: "192.168.1.53".parse().expect("target"),
+            source: None,
+        }],
+        port_range: Some(PortRange {
+            lo: 40000,
+            hi: 40015,
+        }),
+        session_limit: 64,
+        host_port_quota: 8,
+        ..NatConfig::default()
+    }
+}
+
+/// The seed the `nat` target's engine is made with (its port choices follow from it).
+pub(crate) const NAT_SEED: u64 = 1;
+
+/// Encodes one record of the `nat` input format: inbound or not, seconds to advance first
+/// (0-127), the packet (at most 255 bytes).
+pub(crate) fn nat_record(inbound: bool, advance: u8, packet: &[u8]) -> Vec<u8> {
+    let n = packet.len().min(255);
+    let mut r = vec![(advance.min(127) << 1) | u8::from(inbound), n as u8];
+    r.extend_from_slice(&packet[..n]);
+    r
+}
+
+/// What one `nat` input did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NatOutcome {
+    /// Packets translated (or hairpinned).
+    pub(crate) translated: usize,
+    /// Packets passed unchanged.
+    pub(crate) passed: usize,
+    /// ICMP errors the engine answered with.
+    pub(crate) replies: usize,
+    /// Sessions live at the end.
+    pub(crate) sessions: usize,
+}
+
+/// Packets through the NAT engine ([`nat_config`]), both ways, on a clock that moves. Must not
+/// panic, and every packet it sends back (ICMP errors) must parse as IPv4.
+///
+/// Input: records of `[control, len, len bytes of packet]`. Control bit 0: inbound (else
+/// outbound); bits 1-7: seconds to advance the clock first.
+pub(crate) fn nat(data: &[u8]) -> NatOutcome {
+    let t0 = Instant::now();
+    let mut out = NatOutcome::default();
+    let Ok(mut nat) = Nat::new(&nat_config(), NAT_SEED, t0) else {
+        return out;
+    };
+    let mut now = t0;
+    let mut rest = data;
+    while let [control, len, tail @ ..] = rest {
+        let n = usize::from(*len).min(tail.len());
+        let mut packet = tail[..n].to_vec();
+        rest = &tail[n..];
+        now += Duration::from_secs(u64::from(control >> 1));
+        if nat.poll_timeout().is_some_and(|t| t <= now) {
+            nat.handle_timeout(now);
+        }
+        let verdict = if control & 1 == 1 {
+            nat.translate_inbound(&mut packet, now)
+        } else {
+            nat.translate_outbound(&mut packet, now)
+        };
+        match verdict {
+            Verdict::Forward | Verdict::Hairpin => out.translated += 1,
+            Verdict::Pass => out.passed += 1,
+            Verdict::Reply { packet, .. } => {
+                assert!(
+                    packet.len() >= 20 && packet[0] >> 4 == 4,
+                    "reply is not IPv4"
+                );
+                out.replies += 1;
+            }
+            Verdict::Drop(_) => {}
+        }
+        while nat.poll_event().is_some() {}
+    }
+    out.sessions = nat.sessions(now).count();
+    let _ = nat.counters();
+    out
+}
+
+/// Hands out a fixed transaction ID (the `stun` input's bytes 8..20) as the "random" one.
+struct FixedId([u8; 12]);
+
+impl rand_core::RngCore for FixedId {
+    fn next_u32(&mut self) -> u32 {
+        0
+    }
+    fn next_u64(&mut self) -> u64 {
+        0
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for (d, s) in dest.iter_mut().zip(self.0.iter().cycle()) {
+            *d = *s;
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+/// The STUN server the `stun` target's client asks.
+pub(crate) const STUN_SERVER: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)), 3478);
+
+/// Bytes into the STUN client's receive path: the quick `is_stun` test, the `stun-rs` decoder
+/// behind `codec::decode`, and a `StunClient` with an outstanding transaction whose ID the input
+/// carries (so responses reach the matching code). Must not panic; whatever decodes passed
+/// `is_stun`, and a decoded message keeps the transaction ID of its header. Returns what the
+/// client made of it.
+pub(crate) fn stun(data: &[u8]) -> Input {
+    let decoded = codec::decode(data);
+    if let Ok(Message::Success { id, .. } | Message::Error { id, .. } | Message::Request { id }) =
+        &decoded
+    {
+        assert!(codec::is_stun(data));
+        assert_eq!(&id.0[..], &data[8..20]);
+    }
+
+    let mut id = [0u8; 12];
+    if let Some(header_id) = data.get(8..20) {
+        id.copy_from_slice(header_id);
+    }
+    let now = Instant::now();
+    let mut client = StunClient::new(RetransmitPolicy::NETCHECK);
+    let sent = client.send_binding(STUN_SERVER, Change::NONE, now, &mut FixedId(id));
+    assert_eq!(sent, TransactionId(id));
+    let input = client.handle_input(STUN_SERVER, data, now + Duration::from_millis(1));
+    match &input {
+        Input::Answered(answered) => {
+            assert_eq!(*answered, sent);
+            assert!(client.poll_event().is_some());
+        }
+        Input::NotStun => assert!(!codec::is_stun(data)),
+        Input::Request(_) | Input::Stray => {}
+    }
+    client.handle_timeout(now + Duration::from_secs(10));
+    input
 }
