@@ -108,12 +108,6 @@ impl BatchTun {
         self.mtu
     }
 
-    /// Sets the device's transmit queue length: the packets the kernel holds for us to read
-    /// before it drops (the default for TUN devices is 500).
-    pub fn set_tx_queue_len(&self, packets: u32) -> io::Result<()> {
-        self.dev.set_tx_queue_len(packets)
-    }
-
     /// Whether reads and writes carry virtio headers (TCP segmentation offload, checksum
     /// offload, GRO on write).
     pub fn offload(&self) -> bool {

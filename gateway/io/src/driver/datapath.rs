@@ -38,10 +38,6 @@ pub const DATAPATH_ENV: &str = "SITELINK_DATAPATH";
 /// output is flushed and the loop looks at the other side, the timers and the control socket.
 pub(super) const READS_PER_WAKEUP: usize = 8;
 
-/// Transmit queue length set on the TUN device in batch mode (the kernel's default for TUN is
-/// 500 packets).
-const TUN_TX_QUEUE_LEN: u32 = 1000;
-
 /// How packets move between the devices and the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -155,9 +151,8 @@ async fn open_batch(name: &str, mtu: u16, port: u16) -> Result<Devices> {
             tun = BatchTun::create_with(name, mtu, false)?;
         }
     }
-    if let Err(e) = tun.set_tx_queue_len(TUN_TX_QUEUE_LEN) {
-        warn!(interface = name, error = %e, "cannot set the TUN transmit queue length");
-    }
+    // The TUN transmit queue keeps the kernel's default (500): with TSO it holds super-packets,
+    // and 1,000 measured no different (no drops at either, 4 streams both ways).
     info!(
         interface = name,
         tun_offload = tun.offload(),
