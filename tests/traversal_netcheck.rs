@@ -8,13 +8,18 @@
 //!   in `upnpc -l`), a datagram to the router's WAN address and that port reaches the gateway,
 //!   and the mapping is gone after the gateway exits.
 //!
-//! Not here yet: sitelink's own NAT router in full-cone and restricted modes (another engineer's
-//! work in progress), and the two-office matrix with rendezvous and relay.
+//! - sitelink's own NAT router (`sitelink-nat-router`) in each of its four behaviours →
+//!   "full-cone", "restricted-cone", "port-restricted-cone", "symmetric"; for the cone types the
+//!   public endpoint netcheck reports is the mapping the router gives a later datagram from the
+//!   same local port (endpoint-independent mapping: one mapping for every destination).
+//!
+//! Not here yet: the two-office matrix with rendezvous and relay.
 
 mod common;
 
 use std::time::Duration;
 
+use common::nat_router::{probe, udp_socket_in};
 use common::nat_routers::{NatLab, RouterKind, GW_LAN, STUN_PORT, STUN_PRIMARY};
 use common::{must, skip_unless_root_and, status, wait_until, Daemon};
 use serde_json::Value;
@@ -176,4 +181,94 @@ fn upnp_maps_the_listen_port_while_the_gateway_runs() {
     );
     let list = must(lab.upnp_list());
     assert!(!list.contains("sitelink"), "mapping left behind:\n{list}");
+}
+
+/// netcheck behind `sitelink-nat-router --behavior BEHAVIOR`: the NAT type, mapping and
+/// filtering it reports, and (for the cone types) its public endpoint against the mapping the
+/// router really holds for netcheck's local port.
+fn sitelink_router(behavior: &'static str, nat_type: &str, filtering: &str) {
+    if !skip_unless_root_and(&["turnserver", "nft"]) {
+        return;
+    }
+    let mut lab = must(NatLab::new(
+        &format!("netcheck-slnat-{behavior}"),
+        RouterKind::Sitelink(behavior),
+    ));
+    let config = must(lab.gateway_config(51820, false));
+    let json = must(lab.netcheck_json(&config));
+    eprintln!("netcheck behind sitelink-nat-router {behavior}: {json}");
+    must(lab.ensure_router_running());
+    assert_eq!(json["nat_type"], nat_type, "{json}");
+    assert_eq!(json["filtering"], filtering, "{json}");
+    let symmetric = nat_type == "symmetric";
+    let mapping = if symmetric {
+        "address-and-port-dependent"
+    } else {
+        "endpoint-independent"
+    };
+    assert_eq!(json["mapping"], mapping, "{json}");
+    // The hairpinned probe arrives from a new mapping, which a symmetric NAT's filter refuses.
+    assert_eq!(json["hairpinning"], !symmetric, "{json}");
+
+    let (public_ip, public_port) = endpoint(&json, "public_endpoint");
+    let (_, local_port) = endpoint(&json, "local_endpoint");
+    assert_eq!(public_ip, lab.wan(), "{json}");
+    // The router keeps the local port when it is free.
+    assert_eq!(public_port, local_port, "{json}");
+    // The router's log names the mapping of netcheck's session with the primary server.
+    let log =
+        must(std::fs::read_to_string(lab.dir.join("nat-router.log")).map_err(anyhow::Error::from));
+    let session = format!(
+        "internal={GW_LAN}:{local_port} external={public_ip}:{public_port} \
+         remote={STUN_PRIMARY}:{STUN_PORT}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("NAT session created") && l.contains(&session)),
+        "no `{session}` in the router's log:\n{log}"
+    );
+    if symmetric {
+        return;
+    }
+    // A datagram from the same local port to a host netcheck never talked to leaves through
+    // the same mapping (netcheck's sessions are still alive): the router's own answer.
+    let inside = must(udp_socket_in(
+        &lab.gw,
+        format!("{GW_LAN}:{local_port}").parse().expect("address"),
+    ));
+    let outside = must(udp_socket_in(
+        &lab.stun,
+        format!("{STUN_PRIMARY}:40001").parse().expect("address"),
+    ));
+    let seen = must(probe(&inside, &outside, b"mapping?", 5));
+    assert_eq!(
+        seen.to_string(),
+        format!("{public_ip}:{public_port}"),
+        "the router's mapping for {GW_LAN}:{local_port}"
+    );
+    must(lab.ensure_router_running());
+}
+
+#[test]
+fn sitelink_router_full_cone() {
+    sitelink_router("full-cone", "full-cone", "endpoint-independent");
+}
+
+#[test]
+fn sitelink_router_restricted_cone() {
+    sitelink_router("restricted-cone", "restricted-cone", "address-dependent");
+}
+
+#[test]
+fn sitelink_router_port_restricted_cone() {
+    sitelink_router(
+        "port-restricted-cone",
+        "port-restricted-cone",
+        "address-and-port-dependent",
+    );
+}
+
+#[test]
+fn sitelink_router_symmetric() {
+    sitelink_router("symmetric", "symmetric", "address-and-port-dependent");
 }

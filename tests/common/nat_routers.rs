@@ -13,7 +13,8 @@
 //! `miniupnpd` (nftables backend) answering UPnP IGD on the LAN. miniupnpd refuses a private,
 //! shared or documentation address on its WAN side, so that router's WAN gets `11.77.0.1`, an
 //! ordinary address that exists only inside these namespaces (they have no link to the outside);
-//! the STUN host reaches it by an on-link route.
+//! the STUN host reaches it by an on-link route. [`RouterKind::Sitelink`] runs sitelink's own
+//! NAT router (`sitelink-nat-router`) instead of nftables, in any of its four behaviours.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,12 +44,16 @@ pub(crate) enum RouterKind {
     MasqueradeRandom,
     /// `masquerade` plus miniupnpd (UPnP IGD, nftables backend).
     Upnp,
+    /// sitelink's own NAT router (`sitelink-nat-router`) with this `--behavior` (one of
+    /// [`super::nat_router::BEHAVIORS`]), masquerading onto the WAN address.
+    Sitelink(&'static str),
 }
 
 /// The three namespaces and their daemons; everything goes away on drop.
 pub(crate) struct NatLab {
     // Daemons first: they are dropped (killed) before their namespaces.
     upnpd: Option<Daemon>,
+    nat_router: Option<Daemon>,
     turn: Daemon,
     pub(crate) gw: Netns,
     pub(crate) router: Netns,
@@ -93,7 +98,21 @@ impl NatLab {
             router.addr("wan0", &format!("{wan}/24"))?;
         }
         router.enable_forwarding()?;
-        router.sh(&format!("nft -f - <<'EOF'\n{}\nEOF", ruleset(kind)))?;
+        let nat_router = match kind {
+            RouterKind::Sitelink(behavior) => Some(super::nat_router::start_nat_router(
+                &router,
+                "lan0",
+                "wan0",
+                wan,
+                behavior,
+                &dir.join("nat-router.log"),
+                &[],
+            )?),
+            _ => {
+                router.sh(&format!("nft -f - <<'EOF'\n{}\nEOF", ruleset(kind)))?;
+                None
+            }
+        };
 
         let turn = start_coturn(&stun, &dir)?;
         let upnpd = match kind {
@@ -102,6 +121,7 @@ impl NatLab {
         };
         Ok(Self {
             upnpd,
+            nat_router,
             turn,
             gw,
             router,
@@ -160,6 +180,14 @@ impl NatLab {
     pub(crate) fn upnp_list(&self) -> Result<String> {
         self.gw.run(&["upnpc", "-l"])
     }
+
+    /// Fails (with its log) if the sitelink NAT router has exited.
+    pub(crate) fn ensure_router_running(&mut self) -> Result<()> {
+        match self.nat_router.as_mut() {
+            Some(r) => r.ensure_running(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The router's nftables ruleset (its WAN interface is `wan0`). The UPnP one has the table and
@@ -186,6 +214,8 @@ pub(crate) fn ruleset(kind: RouterKind) -> String {
   chain postrouting_miniupnpd { }
 }"
         .to_owned(),
+        // The sitelink router steers packets through its own TUN devices: no nftables NAT.
+        RouterKind::Sitelink(_) => String::new(),
     }
 }
 
