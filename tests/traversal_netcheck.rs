@@ -13,6 +13,9 @@
 //!   public endpoint netcheck reports is the mapping the router gives a later datagram from the
 //!   same local port (endpoint-independent mapping: one mapping for every destination).
 //!
+//! - a running gateway asks the STUN server from its tunnel socket: `status --json` shows
+//!   `interface.public_endpoint`, the mapping conntrack holds for the listen port.
+//!
 //! Not here yet: the two-office matrix with rendezvous and relay.
 
 mod common;
@@ -105,6 +108,51 @@ fn fully_random_masquerade_is_symmetric() {
     assert_eq!(json["nat_type"], "symmetric", "{json}");
     assert_eq!(json["mapping"], "address-and-port-dependent", "{json}");
     check_against_conntrack(&lab, &json);
+}
+
+#[test]
+fn gateway_learns_its_tunnel_sockets_public_endpoint() {
+    if !skip_unless_root_and(TOOLS) {
+        return;
+    }
+    let lab = must(NatLab::new("stun-tunnel-socket", RouterKind::Masquerade));
+    let config = must(lab.gateway_config(51820, false));
+    let gateway = common::bins::bin(common::bins::GATEWAY);
+    let gw = must(Daemon::spawn(
+        &lab.gw,
+        "gateway",
+        &lab.dir.join("gateway.log"),
+        &[
+            &gateway.to_string_lossy(),
+            "up",
+            "--config",
+            &config.to_string_lossy(),
+        ],
+    ));
+    let mut public = None;
+    must(wait_until(
+        Duration::from_secs(30),
+        "interface.public_endpoint in status --json",
+        || {
+            public = status::fetch(&lab.gw, &config).ok().and_then(|s| {
+                s.0["interface"]["public_endpoint"]
+                    .as_str()
+                    .map(str::to_owned)
+            });
+            public.is_some()
+        },
+    ));
+    let public = public.expect("polled");
+    let table = must(lab.conntrack());
+    let assigned = conntrack_public_port(&table, 51820)
+        .unwrap_or_else(|| panic!("no conntrack entry for the listen port:\n{table}"));
+    assert_eq!(
+        public,
+        format!("{}:{assigned}", lab.wan()),
+        "the tunnel socket's mapping\n{table}\n{}",
+        gw.log_tail(20)
+    );
+    eprintln!("status: interface.public_endpoint {public} (conntrack agrees)");
 }
 
 #[test]

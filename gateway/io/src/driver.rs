@@ -5,6 +5,7 @@
 //! [`datapath`]'s business; `SITELINK_DATAPATH=plain` picks the latter.
 
 mod datapath;
+mod stun;
 mod traversal;
 
 use std::net::SocketAddr;
@@ -139,6 +140,7 @@ pub async fn run_with_mapping(
     };
 
     let mut traversal = TraversalDriver::new(&config, listen_port, Instant::now());
+    let mut tunnel_stun = stun::TunnelStun::new(&config, Instant::now());
     if traversal.is_none() {
         // Nobody to offer the mapping to.
         mapped = None;
@@ -164,6 +166,9 @@ pub async fn run_with_mapping(
         if let Some(t) = traversal.as_ref().and_then(TraversalDriver::poll_timeout) {
             next = next.min(t);
         }
+        if let Some(s) = &tunnel_stun {
+            next = next.min(s.poll_timeout());
+        }
         let deadline = tokio::time::Instant::from_std(next);
         tokio::select! {
             () = &mut shutdown => break Ok(()),
@@ -176,7 +181,8 @@ pub async fn run_with_mapping(
                         gateway.handle_tun_packet(packet, now, &mut sink);
                     }
                     Input::Datagram(src, bytes) => {
-                        let taken = traversal.as_mut().is_some_and(|t| t.handle_datagram(&mut gateway, src, bytes, now, sink));
+                        let taken = tunnel_stun.as_mut().is_some_and(|s| s.handle_datagram(src, bytes, now))
+                            || traversal.as_mut().is_some_and(|t| t.handle_datagram(&mut gateway, src, bytes, now, sink));
                         if !taken {
                             let mut sink = TraversalDriver::sink(traversal.as_mut(), sink);
                             handle_datagram(&mut gateway, access.as_mut(), src, bytes, now, &mut sink);
@@ -190,6 +196,9 @@ pub async fn run_with_mapping(
             () = tokio::time::sleep_until(deadline) => {
                 let now = Instant::now();
                 io.emit(|sink| {
+                    if let Some(s) = tunnel_stun.as_mut() {
+                        s.handle_timeout(now, sink);
+                    }
                     if let Some(t) = traversal.as_mut() {
                         t.handle_timeout(&mut gateway, now, sink);
                     }
@@ -211,6 +220,9 @@ pub async fn run_with_mapping(
                 let mut body = answer(&req.command, &gateway, access.as_ref(), &iface.name, listen_port, &io.counters(), &io.report());
                 if let (Some(t), "status") = (traversal.as_ref(), req.command.as_str()) {
                     body = t.annotate_status(body);
+                }
+                if let (Some(s), "status") = (tunnel_stun.as_ref(), req.command.as_str()) {
+                    body = stun::annotate_status(body, s.public_endpoint());
                 }
                 let _ = req.reply.send(body);
             }
