@@ -19,8 +19,8 @@ use sitelink_core::config::GatewayConfig;
 use sitelink_core::gateway::{Gateway, Sink};
 use sitelink_core::keys::{write_secret_file, PresharedKey, PrivateKey};
 use sitelink_core::nat::{
-    ForwardProto, MasqueradeRule, Nat, NatConfig, NetmapRule, PortForward, PortRange, Preset,
-    Verdict,
+    Dependency, ForwardProto, MasqueradeRule, Nat, NatConfig, NetmapRule, PortForward, PortRange,
+    Preset, Verdict,
 };
 use sitelink_core::peer::PeerSpec;
 use sitelink_core::stun::client::{Input, StunClient};
@@ -194,10 +194,34 @@ pub(crate) fn config(data: &[u8], dir: &Path) {
     }
 }
 
-/// The `nat` target's engine: masquerade of 192.168.0.0/16 (port-restricted cone) onto
+/// The `nat` target's first engine: masquerade of 192.168.0.0/16 (port-restricted cone) onto
 /// 203.0.113.1-2 and 198.51.100.9, ports 40000-40015; UDP 53 on every pool address forwarded
 /// to 192.168.1.53; 10.1.0.0/16 netmapped to 10.2.0.0/16; 64 sessions, 8 ports per host.
 pub(crate) fn nat_config() -> NatConfig {
+    nat_config_with(Some(Preset::PortRestrictedCone), None)
+}
+
+/// The behaviours the `nat` target runs each input under: the four presets, and
+/// address-dependent mapping with endpoint-independent filtering (no preset has it).
+pub(crate) const NAT_BEHAVIOURS: [(Option<Preset>, Option<(Dependency, Dependency)>); 5] = [
+    (Some(Preset::PortRestrictedCone), None),
+    (Some(Preset::FullCone), None),
+    (Some(Preset::RestrictedCone), None),
+    (Some(Preset::Symmetric), None),
+    (
+        None,
+        Some((
+            Dependency::AddressDependent,
+            Dependency::EndpointIndependent,
+        )),
+    ),
+];
+
+/// [`nat_config`] with another mapping and filtering behaviour.
+pub(crate) fn nat_config_with(
+    preset: Option<Preset>,
+    behaviour: Option<(Dependency, Dependency)>,
+) -> NatConfig {
     NatConfig {
         netmap: vec![NetmapRule {
             real: "10.1.0.0/16".parse().expect("prefix"),
@@ -210,9 +234,9 @@ pub(crate) fn nat_config() -> NatConfig {
                 "203.0.113.0/30".parse().expect("prefix"),
                 "198.51.100.9".parse().expect("address"),
             ],
-            preset: Some(Preset::PortRestrictedCone),
-            mapping: None,
-            filtering: None,
+            preset,
+            mapping: behaviour.map(|b| b.0),
+            filtering: behaviour.map(|b| b.1),
         }],
         forward: vec![PortForward {
             proto: ForwardProto::Udp,
@@ -256,15 +280,26 @@ pub(crate) struct NatOutcome {
     pub(crate) sessions: usize,
 }
 
-/// Packets through the NAT engine ([`nat_config`]), both ways, on a clock that moves. Must not
-/// panic, and every packet it sends back (ICMP errors) must parse as IPv4.
+/// Packets through the NAT engine, both ways, on a clock that moves, under each of
+/// [`NAT_BEHAVIOURS`] in turn. Must not panic, and every packet it sends back (ICMP errors)
+/// must parse as IPv4. Returns what the first engine ([`nat_config`], port-restricted cone)
+/// did.
 ///
 /// Input: records of `[control, len, len bytes of packet]`. Control bit 0: inbound (else
 /// outbound); bits 1-7: seconds to advance the clock first.
 pub(crate) fn nat(data: &[u8]) -> NatOutcome {
+    let mut first = None;
+    for (preset, behaviour) in NAT_BEHAVIOURS {
+        let out = nat_with(&nat_config_with(preset, behaviour), data);
+        first.get_or_insert(out);
+    }
+    first.unwrap_or_default()
+}
+
+fn nat_with(config: &NatConfig, data: &[u8]) -> NatOutcome {
     let t0 = Instant::now();
     let mut out = NatOutcome::default();
-    let Ok(mut nat) = Nat::new(&nat_config(), NAT_SEED, t0) else {
+    let Ok(mut nat) = Nat::new(config, NAT_SEED, t0) else {
         return out;
     };
     let mut now = t0;
