@@ -201,9 +201,12 @@ pub(crate) fn nat_config() -> NatConfig {
     nat_config_with(Some(Preset::PortRestrictedCone), None)
 }
 
+/// A masquerade rule's behaviour: a preset, or mapping and filtering.
+pub(crate) type NatBehaviour = (Option<Preset>, Option<(Dependency, Dependency)>);
+
 /// The behaviours the `nat` target runs each input under: the four presets, and
 /// address-dependent mapping with endpoint-independent filtering (no preset has it).
-pub(crate) const NAT_BEHAVIOURS: [(Option<Preset>, Option<(Dependency, Dependency)>); 5] = [
+pub(crate) const NAT_BEHAVIOURS: [NatBehaviour; 5] = [
     (Some(Preset::PortRestrictedCone), None),
     (Some(Preset::FullCone), None),
     (Some(Preset::RestrictedCone), None),
