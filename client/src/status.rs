@@ -96,8 +96,8 @@ fn render_into(out: &mut String, v: &Value) -> std::fmt::Result {
         writeln!(
             out,
             "  transfer: {} received, {} sent",
-            bytes(peer["rx_bytes"].as_u64().unwrap_or(0)),
-            bytes(peer["tx_bytes"].as_u64().unwrap_or(0))
+            sitelink_io::cli::bytes(peer["rx_bytes"].as_u64().unwrap_or(0)),
+            sitelink_io::cli::bytes(peer["tx_bytes"].as_u64().unwrap_or(0))
         )?;
         if let Some(k) = peer["persistent_keepalive"].as_u64() {
             writeln!(out, "  persistent keepalive: every {k} seconds")?;
@@ -112,21 +112,6 @@ fn duration(secs: u64) -> String {
         s if s < 60 => format!("{s} seconds"),
         s if s < 3600 => format!("{} minutes, {} seconds", s / 60, s % 60),
         s => format!("{} hours, {} minutes", s / 3600, (s % 3600) / 60),
-    }
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[unit])
     }
 }
 

@@ -50,8 +50,8 @@ pub(crate) fn print(body: &str, json: bool) -> Result<()> {
         writeln!(
             out,
             "  transfer: {} received, {} sent",
-            bytes(peer["rx_bytes"].as_u64().unwrap_or(0)),
-            bytes(peer["tx_bytes"].as_u64().unwrap_or(0))
+            sitelink_io::cli::bytes(peer["rx_bytes"].as_u64().unwrap_or(0)),
+            sitelink_io::cli::bytes(peer["tx_bytes"].as_u64().unwrap_or(0))
         )?;
         if let Some(k) = peer["persistent_keepalive"].as_u64() {
             writeln!(out, "  persistent keepalive: every {k} seconds")?;
@@ -83,20 +83,5 @@ fn ago(secs: u64) -> String {
         0 => "just now".to_owned(),
         s if s < 60 => format!("{s} seconds ago"),
         s => format!("{} minutes, {} seconds ago", s / 60, s % 60),
-    }
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[unit])
     }
 }

@@ -1,5 +1,6 @@
 //! What every sitelink binary does around its command: logging to stderr, a single-threaded
-//! runtime, SIGINT/SIGTERM as the shutdown signal, and `error: …` with exit code 1 on failure.
+//! runtime, SIGINT/SIGTERM as the shutdown signal, `error: …` with exit code 1 on failure, and
+//! byte counts for status views.
 
 use std::process::ExitCode;
 
@@ -51,5 +52,21 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+/// A byte count for people: `812 B`, `51.90 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[unit])
     }
 }

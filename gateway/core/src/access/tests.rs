@@ -186,6 +186,29 @@ impl World {
         None
     }
 
+    /// Sends a fresh client's handshake initiation from `src`; returns how many datagrams the
+    /// gateway answered with.
+    fn send_init(&mut self, key: PrivateKey, src: SocketAddr) -> usize {
+        let gateway_addr: SocketAddr = GATEWAY_ADDR.parse().expect("addr");
+        let cfg = ClientConfig::new(key, self.gateway.public_key(), gateway_addr);
+        let mut c = ControlClient::new(cfg, self.now);
+        c.handle_timeout(self.now, self.wall, &mut self.rng);
+        let init = c.poll_transmit().expect("handshake initiation");
+        let mut out = Outbox::default();
+        let (now, wall) = (self.now, self.wall);
+        let access = self.access.as_mut().expect("up");
+        let _ = access.handle_datagram(
+            src,
+            &init.contents,
+            now,
+            wall,
+            &mut self.rng,
+            &mut self.gateway,
+            &mut out,
+        );
+        out.0.len()
+    }
+
     fn peer_ips(&self, n: u8) -> Option<Vec<String>> {
         let key = client_key(n).public_key();
         self.gateway
@@ -419,28 +442,8 @@ fn per_source_limit_applies_only_under_load() {
         .map(|n| block(&format!("w{n}"), &many_key(n), None))
         .collect();
     let mut w = World::with("ranges = [\"10.77.0.0/22\"]", &clients);
-    let gateway_addr: SocketAddr = GATEWAY_ADDR.parse().expect("addr");
     let one_nat = SocketAddr::from(([203, 0, 113, 9], 40_000));
-    let mut answered = 0;
-    for n in 0..150 {
-        let cfg = ClientConfig::new(many_key(n), w.gateway.public_key(), gateway_addr);
-        let mut c = ControlClient::new(cfg, w.now);
-        c.handle_timeout(w.now, w.wall, &mut w.rng);
-        let init = c.poll_transmit().expect("handshake initiation");
-        let mut out = Outbox::default();
-        let (now, wall) = (w.now, w.wall);
-        let access = w.access.as_mut().expect("up");
-        let _ = access.handle_datagram(
-            one_nat,
-            &init.contents,
-            now,
-            wall,
-            &mut w.rng,
-            &mut w.gateway,
-            &mut out,
-        );
-        answered += out.0.len();
-    }
+    let answered: usize = (0..150).map(|n| w.send_init(many_key(n), one_nat)).sum();
     // The first HANDSHAKES_BEFORE_LIMIT are taken from anyone; then this address gets its burst.
     let limited = w.access().counters().handshakes_rate_limited;
     assert_eq!(answered as u64 + limited, 150);
@@ -450,21 +453,5 @@ fn per_source_limit_applies_only_under_load() {
     );
     // A second later the gateway is no longer under load: the same address is answered again.
     w.advance(Duration::from_secs(2));
-    let cfg = ClientConfig::new(many_key(0), w.gateway.public_key(), gateway_addr);
-    let mut c = ControlClient::new(cfg, w.now);
-    c.handle_timeout(w.now, w.wall, &mut w.rng);
-    let init = c.poll_transmit().expect("init");
-    let mut out = Outbox::default();
-    let (now, wall) = (w.now, w.wall);
-    let access = w.access.as_mut().expect("up");
-    let _ = access.handle_datagram(
-        one_nat,
-        &init.contents,
-        now,
-        wall,
-        &mut w.rng,
-        &mut w.gateway,
-        &mut out,
-    );
-    assert_eq!(out.0.len(), 1);
+    assert_eq!(w.send_init(many_key(0), one_nat), 1);
 }
