@@ -12,7 +12,7 @@
 //! protocol) reaches the office too. Nobody else ever gets that address, so the static peer can
 //! never route someone else's traffic.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -418,11 +418,6 @@ impl<S: LeaseStore> Access<S> {
                 entry,
             })
             .collect()
-    }
-
-    /// The clients that are peers because of a lease.
-    pub fn leased_clients(&self) -> HashSet<PublicKey> {
-        self.leased_peers.keys().copied().collect()
     }
 
     /// The pool (for its settings and size).
