@@ -65,5 +65,16 @@ pub mod tun;
 pub mod udp;
 
 pub use sink::{BatchSink, BatchStats};
+
+/// Counts allocations per thread in this crate's unit tests, for the tests that check the
+/// batch path allocates nothing per packet (the same allocator as `sitelink-core`'s
+/// `tests/no_alloc.rs`).
+#[cfg(test)]
+#[path = "../../../core/tests/support/counting_alloc.rs"]
+mod counting_alloc;
+
+#[cfg(test)]
+#[global_allocator]
+static COUNTING: counting_alloc::Counting = counting_alloc::Counting;
 pub use tun::{BatchTun, TunRx, TunSendReport, TunTx};
 pub use udp::{BatchUdp, UdpRx};

@@ -273,3 +273,50 @@ impl UdpRx {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::counting_alloc::allocations_in;
+
+    /// Runs of GSO sends and `recvmmsg` batches over loopback: after the first batch, sending
+    /// and receiving allocate nothing (the runtime's wake-ups included).
+    #[test]
+    fn loopback_batches_allocate_nothing() {
+        const DATAGRAM: usize = 1452;
+        const RUN: usize = 32;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime");
+        let _guard = rt.enter();
+        let (a, b) = (
+            BatchUdp::bind(0).expect("bind"),
+            BatchUdp::bind(0).expect("bind"),
+        );
+        let to_b = SocketAddr::from(([127, 0, 0, 1], b.local_port().expect("port")));
+        let contents = vec![0x5a_u8; DATAGRAM * RUN];
+        let mut rx = UdpRx::new();
+        let mut batch = || {
+            let sent = a.try_send(to_b, &contents, DATAGRAM).expect("send");
+            let mut got = 0;
+            while got < RUN {
+                got += rt.block_on(b.recv(&mut rx)).expect("recv");
+                assert!(rx
+                    .datagrams()
+                    .all(|(_, d)| d.len() == DATAGRAM && d[0] == 0x5a));
+            }
+            assert_eq!(got, RUN, "loopback lost datagrams");
+            sent
+        };
+        for _ in 0..10 {
+            batch();
+        }
+        let (calls, n) = allocations_in(|| (0..200).map(|_| batch()).sum::<usize>());
+        assert!(calls >= 200);
+        assert_eq!(
+            n, 0,
+            "{n} allocations in 200 batches of {RUN} datagrams sent and received"
+        );
+    }
+}

@@ -1,0 +1,416 @@
+//! No allocation per packet on the hot path (issue #6), proven with a counting allocator.
+//!
+//! Each test sets its state up (handshake, NAT sessions, routing table), warms up, then counts
+//! the allocations its own thread makes while it pushes [`ROUNDS`] packets through, and expects
+//! none. The sinks keep what they are given in buffers reserved once, as a driver's batch does.
+
+#![allow(clippy::unwrap_used, reason = "test code")]
+
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use counting_alloc::{allocations_in, Counting};
+use ipnet::{IpNet, Ipv4Net};
+use sitelink_core::gateway::{Gateway, Sink};
+use sitelink_core::keys::PrivateKey;
+use sitelink_core::nat::{Nat, NatConfig, Verdict};
+use sitelink_core::peer::PeerSpec;
+use sitelink_core::routing::PrefixTable;
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Packets (or round trips, or lookups) counted per test.
+const ROUNDS: usize = 10_000;
+/// Round trips before counting starts.
+const WARM_UP: usize = 200;
+/// The tunnel MTU.
+const FULL: usize = 1420;
+/// A bare TCP ACK with timestamps.
+const SMALL: usize = 52;
+
+const A_WAN: &str = "198.51.100.1:51820";
+const B_WAN: &str = "198.51.100.2:51820";
+const LAN_A_HOST: [u8; 4] = [192, 168, 10, 10];
+const LAN_B_HOST: [u8; 4] = [192, 168, 20, 10];
+/// Gateway B's own LAN address: its masquerade pool in the NAT test.
+const LAN_B_GATEWAY: [u8; 4] = [192, 168, 20, 1];
+
+fn socket(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+/// An IPv4/UDP packet of `len` bytes (at least 28) with correct checksums.
+fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, len: usize) -> Vec<u8> {
+    let payload: Vec<u8> = (0..len - 28).map(|i| i as u8).collect();
+    let mut out = Vec::with_capacity(len);
+    etherparse::PacketBuilder::ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut out, &payload)
+        .unwrap();
+    assert_eq!(out.len(), len);
+    out
+}
+
+fn ends(p: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+    let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+    let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+    (
+        src,
+        u16::from_be_bytes([p[20], p[21]]),
+        dst,
+        u16::from_be_bytes([p[22], p[23]]),
+    )
+}
+
+/// Keeps the last datagram and the last TUN packet in buffers reserved once; never allocates
+/// (every packet fits the reservation).
+struct MemSink {
+    datagram: Vec<u8>,
+    datagram_dst: Option<SocketAddr>,
+    datagrams: usize,
+    tun: Vec<u8>,
+    tun_packets: usize,
+}
+
+impl MemSink {
+    fn new() -> Self {
+        Self {
+            datagram: Vec::with_capacity(65_536),
+            datagram_dst: None,
+            datagrams: 0,
+            tun: Vec::with_capacity(65_536),
+            tun_packets: 0,
+        }
+    }
+}
+
+impl Sink for MemSink {
+    fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) {
+        self.datagram.clear();
+        self.datagram.extend_from_slice(datagram);
+        self.datagram_dst = Some(dst);
+        self.datagrams += 1;
+    }
+
+    fn write_tun(&mut self, packet: &[u8]) {
+        self.tun.clear();
+        self.tun.extend_from_slice(packet);
+        self.tun_packets += 1;
+    }
+}
+
+/// Collects every datagram, for the handshake (allocates; used before counting).
+#[derive(Default)]
+struct Outbox(Vec<Vec<u8>>, usize);
+
+impl Sink for Outbox {
+    fn send_to(&mut self, _dst: SocketAddr, datagram: &[u8]) {
+        self.0.push(datagram.to_vec());
+    }
+    fn write_tun(&mut self, _packet: &[u8]) {
+        self.1 += 1;
+    }
+}
+
+/// Gateway A (LAN 192.168.10.0/24) and gateway B (LAN 192.168.20.0/24) after a completed
+/// handshake.
+struct Pair {
+    a: Gateway,
+    b: Gateway,
+    now: Instant,
+}
+
+impl Pair {
+    fn new(b_nat: Option<&str>) -> Self {
+        let a_key = PrivateKey::from_bytes([0x11; 32]);
+        let b_key = PrivateKey::from_bytes([0x22; 32]);
+        let now = Instant::now();
+        let mut a = Gateway::new(a_key.clone(), now);
+        let mut b = Gateway::new(b_key.clone(), now);
+        a.add_peer(PeerSpec {
+            name: "office-b".into(),
+            public_key: b_key.public_key(),
+            preshared_key: None,
+            endpoint: Some(socket(B_WAN)),
+            allowed_ips: vec![net("10.77.0.2/32"), net("192.168.20.0/24")],
+            persistent_keepalive: None,
+        })
+        .unwrap();
+        b.add_peer(PeerSpec {
+            name: "office-a".into(),
+            public_key: a_key.public_key(),
+            preshared_key: None,
+            endpoint: Some(socket(A_WAN)),
+            allowed_ips: vec![net("10.77.0.1/32"), net("192.168.10.0/24")],
+            persistent_keepalive: None,
+        })
+        .unwrap();
+        if let Some(text) = b_nat {
+            let config: NatConfig = toml::from_str(text).unwrap();
+            b.set_nat(&config, 7, now).unwrap();
+        }
+
+        // The first packet waits for the handshake; pass datagrams back and forth until quiet.
+        let mut to_b = Outbox::default();
+        a.handle_tun_packet(&udp(LAN_A_HOST, 1, LAN_B_HOST, 2, 100), now, &mut to_b);
+        let mut delivered = 0;
+        for _ in 0..8 {
+            let mut to_a = Outbox::default();
+            for d in to_b.0.drain(..) {
+                b.handle_datagram(socket(A_WAN), &d, now, &mut to_a);
+            }
+            delivered += to_a.1;
+            for d in to_a.0.drain(..) {
+                a.handle_datagram(socket(B_WAN), &d, now, &mut to_b);
+            }
+            if to_b.0.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(delivered, 1, "handshake did not complete in memory");
+        Self { a, b, now }
+    }
+}
+
+/// One packet from A's LAN to B's TUN, then (if given) B's answer back to A's TUN. Advances
+/// the clock by 50 µs and runs both gateways' timers when due, as a driver would.
+struct Traffic<'a> {
+    pair: &'a mut Pair,
+    to_b: MemSink,
+    at_b: MemSink,
+    to_a: MemSink,
+    at_a: MemSink,
+}
+
+impl<'a> Traffic<'a> {
+    fn new(pair: &'a mut Pair) -> Self {
+        Self {
+            pair,
+            to_b: MemSink::new(),
+            at_b: MemSink::new(),
+            to_a: MemSink::new(),
+            at_a: MemSink::new(),
+        }
+    }
+
+    /// A → B; returns B's TUN packet.
+    fn forth(&mut self, packet: &[u8]) -> &[u8] {
+        let p = &mut *self.pair;
+        p.now += Duration::from_micros(50);
+        if p.now >= p.a.poll_timeout() {
+            p.a.handle_timeout(p.now, &mut self.to_b);
+        }
+        if p.now >= p.b.poll_timeout() {
+            p.b.handle_timeout(p.now, &mut self.to_a);
+        }
+        let sent = self.to_b.datagrams;
+        p.a.handle_tun_packet(packet, p.now, &mut self.to_b);
+        assert_eq!(self.to_b.datagrams, sent + 1, "A sent no datagram");
+        assert_eq!(self.to_b.datagram_dst, Some(socket(B_WAN)));
+        let written = self.at_b.tun_packets;
+        p.b.handle_datagram(socket(A_WAN), &self.to_b.datagram, p.now, &mut self.at_b);
+        assert_eq!(self.at_b.tun_packets, written + 1, "B wrote nothing");
+        &self.at_b.tun
+    }
+
+    /// B → A; returns A's TUN packet.
+    fn back(&mut self, packet: &[u8]) -> &[u8] {
+        let p = &mut *self.pair;
+        let sent = self.to_a.datagrams;
+        p.b.handle_tun_packet(packet, p.now, &mut self.to_a);
+        assert_eq!(self.to_a.datagrams, sent + 1, "B sent no datagram");
+        let written = self.at_a.tun_packets;
+        p.a.handle_datagram(socket(B_WAN), &self.to_a.datagram, p.now, &mut self.at_a);
+        assert_eq!(self.at_a.tun_packets, written + 1, "A wrote nothing");
+        &self.at_a.tun
+    }
+}
+
+/// The counter sees this thread's allocations (and so the zeros below mean something).
+#[test]
+fn the_allocator_counts() {
+    let (v, n) = allocations_in(|| std::hint::black_box(vec![0u8; 1500]));
+    assert_eq!(n, 1);
+    let ((), n) = allocations_in(|| drop(v));
+    assert_eq!(n, 0);
+    let mut sink = MemSink::new();
+    let ((), n) = allocations_in(|| sink.send_to(socket(A_WAN), &[0; 1500]));
+    assert_eq!(n, 0, "the sink itself allocates");
+}
+
+#[test]
+fn gateway_round_trips_allocate_nothing() {
+    let mut pair = Pair::new(None);
+    let mut t = Traffic::new(&mut pair);
+    let full_ab = udp(LAN_A_HOST, 40_000, LAN_B_HOST, 5201, FULL);
+    let small_ab = udp(LAN_A_HOST, 40_000, LAN_B_HOST, 5201, SMALL);
+    let full_ba = udp(LAN_B_HOST, 5201, LAN_A_HOST, 40_000, FULL);
+    let small_ba = udp(LAN_B_HOST, 5201, LAN_A_HOST, 40_000, SMALL);
+    let round = |t: &mut Traffic<'_>, i: usize| {
+        let (forth, back) = if i.is_multiple_of(2) {
+            (&full_ab, &small_ba)
+        } else {
+            (&small_ab, &full_ba)
+        };
+        assert_eq!(t.forth(forth), &forth[..]);
+        assert_eq!(t.back(back), &back[..]);
+    };
+    for i in 0..WARM_UP {
+        round(&mut t, i);
+    }
+    let ((), n) = allocations_in(|| {
+        for i in 0..ROUNDS {
+            round(&mut t, i);
+        }
+    });
+    assert_eq!(
+        n, 0,
+        "{n} allocations in {ROUNDS} round trips (1420 and {SMALL} bytes each way)"
+    );
+}
+
+/// Gateway B masquerades A's LAN onto its own LAN address: every packet to B's TUN is looked up
+/// in the NAT's established sessions outbound, and every answer inbound.
+#[test]
+fn gateway_round_trips_through_nat_allocate_nothing() {
+    let mut pair = Pair::new(Some(
+        "[[masquerade]]\nsource = [\"192.168.10.0/24\"]\npool = [\"192.168.20.1\"]\n",
+    ));
+    let mut t = Traffic::new(&mut pair);
+    // 16 flows, each opened during the warm-up.
+    let flows: Vec<(Vec<u8>, Vec<u8>)> = (0..16u16)
+        .map(|f| {
+            let len = if f % 2 == 0 { FULL } else { SMALL };
+            let forth = udp(LAN_A_HOST, 40_000 + f, LAN_B_HOST, 5201, len);
+            let at_b = t.forth(&forth);
+            let (src, sport, dst, dport) = ends(at_b);
+            assert_eq!(src, Ipv4Addr::from(LAN_B_GATEWAY), "not masqueraded");
+            assert_eq!(dst, Ipv4Addr::from(LAN_B_HOST));
+            let len = if forth.len() == FULL { SMALL } else { FULL };
+            let back = udp(dst.octets(), dport, src.octets(), sport, len);
+            (forth, back)
+        })
+        .collect();
+    let round = |t: &mut Traffic<'_>, flows: &[(Vec<u8>, Vec<u8>)], i: usize| {
+        let (forth, back) = &flows[i % flows.len()];
+        let at_b = t.forth(forth);
+        assert_eq!(ends(at_b).0, Ipv4Addr::from(LAN_B_GATEWAY));
+        let at_a = t.back(back);
+        assert_eq!(ends(at_a), ends(forth).swap());
+    };
+    for i in 0..WARM_UP {
+        round(&mut t, &flows, i);
+    }
+    let ((), n) = allocations_in(|| {
+        for i in 0..ROUNDS {
+            round(&mut t, &flows, i);
+        }
+    });
+    assert_eq!(n, 0, "{n} allocations in {ROUNDS} NATed round trips");
+}
+
+trait Swap {
+    fn swap(self) -> Self;
+}
+
+impl Swap for (Ipv4Addr, u16, Ipv4Addr, u16) {
+    fn swap(self) -> Self {
+        (self.2, self.3, self.0, self.1)
+    }
+}
+
+/// The NAT engine alone: 1 000 established flows, translated out and in.
+#[test]
+fn nat_established_lookups_allocate_nothing() {
+    let config: NatConfig =
+        toml::from_str("[[masquerade]]\npool = [\"203.0.113.0/30\"]\n").unwrap();
+    let mut now = Instant::now();
+    let mut nat = Nat::new(&config, 1, now).unwrap();
+    let flows: Vec<(Vec<u8>, Vec<u8>)> = (0..1000u32)
+        .map(|i| {
+            let host = Ipv4Addr::from(0x0a00_0000 | (i / 10 + 1)).octets();
+            let remote = [198, 51, 100, (i % 200 + 1) as u8];
+            let mut out = udp(host, 40_000 + (i % 10) as u16, remote, 53, 64);
+            assert_eq!(nat.translate_outbound(&mut out, now), Verdict::Forward);
+            let (src, sport, dst, dport) = ends(&out);
+            (
+                udp(host, 40_000 + (i % 10) as u16, remote, 53, 64),
+                udp(dst.octets(), dport, src.octets(), sport, 64),
+            )
+        })
+        .collect();
+    let mut scratch = vec![0u8; 64];
+    let mut round = |nat: &mut Nat, now: Instant, i: usize| {
+        let (out, back) = &flows[i % flows.len()];
+        scratch.copy_from_slice(out);
+        assert_eq!(nat.translate_outbound(&mut scratch, now), Verdict::Forward);
+        scratch.copy_from_slice(back);
+        assert_eq!(nat.translate_inbound(&mut scratch, now), Verdict::Forward);
+        assert_eq!(ends(&scratch), ends(out).swap(), "not translated back");
+    };
+    for i in 0..WARM_UP {
+        round(&mut nat, now, i);
+    }
+    let ((), n) = allocations_in(|| {
+        for i in 0..ROUNDS {
+            // A millisecond per round: the timers run (the idle sweep visits sessions), and
+            // every flow stays well inside its idle timeout.
+            now += Duration::from_millis(1);
+            if nat.poll_timeout().is_some_and(|t| t <= now) {
+                nat.handle_timeout(now);
+            }
+            round(&mut nat, now, i);
+        }
+    });
+    assert_eq!(n, 0, "{n} allocations in {ROUNDS} NAT round trips");
+    assert_eq!(nat.sessions(now).count(), flows.len());
+}
+
+/// Longest-prefix match in a table of 10 000 prefixes, hits and misses.
+#[test]
+fn routing_lookups_allocate_nothing() {
+    let mut table = PrefixTable::new();
+    let mut x: u32 = 0x9e37_79b9;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    let mut inserted = Vec::new();
+    while table.len() < 10_000 {
+        let len = 16 + (next() % 17) as u8;
+        let p = Ipv4Net::new(Ipv4Addr::from(next()), len).unwrap().trunc();
+        if table.insert(IpNet::V4(p), inserted.len()).is_none() {
+            inserted.push(p);
+        }
+    }
+    let addrs: Vec<IpAddr> = (0..ROUNDS)
+        .map(|i| {
+            if i % 2 == 0 {
+                IpAddr::V4(inserted[i % inserted.len()].network())
+            } else {
+                IpAddr::V4(Ipv4Addr::from(next()))
+            }
+        })
+        .collect();
+    let v6 = IpAddr::V6("2001:db8::1".parse().unwrap());
+    let (hits, n) = allocations_in(|| {
+        let mut hits = 0;
+        for a in &addrs {
+            hits += usize::from(table.longest_match(*a).is_some());
+        }
+        hits += usize::from(table.longest_match(v6).is_some());
+        hits
+    });
+    assert_eq!(n, 0, "{n} allocations in {} lookups", ROUNDS + 1);
+    assert!(hits >= ROUNDS / 2);
+}
