@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throughput, latency and CPU cost of sitelink against stock userspace WireGuard, on this machine.
 #
-#   sudo bash benches/netns-throughput.sh [--repeat N] [--duration S] [--only LIST] [--skip-build]
+#   sudo bash benches/netns-throughput.sh [--repeat N] [--duration S] [--only LIST] [--memory [S]]
+#                                         [--baseline BIN] [--skip-build]
 #
 #   netns A: 198.51.100.1/24 ── veth ── 198.51.100.2/24 :netns B
 #            tunnel .1 (MTU 1420)    ···    tunnel .2 (MTU 1420)
@@ -23,6 +24,11 @@
 #   --repeat N      runs per iperf3 test (default 3)
 #   --duration S    seconds per iperf3 run (default 10)
 #   --only LIST     comma-separated subset of veth,sitelink-plain,sitelink,wireguard-go,boringtun-cli
+#   --memory [S]    after the tests of each sitelink path (sitelink, sitelink-plain, baseline), one
+#                   more iperf3 transfer (1 stream) of S seconds (default 60) while VmRSS and VmHWM
+#                   of both gateway processes are sampled from /proc/PID/status every second; the
+#                   report adds, per side, RSS once up (before any traffic), RSS at the start, max
+#                   and end of that transfer, its growth, and VmHWM
 #   --baseline BIN  also measure sitelink-gateway binary BIN (batched) as path "baseline", just
 #                   before sitelink: an earlier build, for a before/after in one run
 #   --skip-build    use $CARGO_TARGET_DIR/release/sitelink-{gateway,keys} (default target/) as they
@@ -32,7 +38,8 @@
 # boringtun-cli with `cargo install --locked --root target/bench-tools` (kept there for later
 # runs; if it does not build or run, its row says n/a and why). Changes no host-wide setting:
 # the namespaces are new and the programs size their own socket buffers. Bounded in time: every
-# step has a timeout (about 4 x 3 x N x (S + 2) s in all, plus the builds). Removes its
+# step has a timeout (about 4 x 3 x N x (S + 2) s in all, plus --memory's S per sitelink path,
+# plus the builds). Removes its
 # namespaces, processes and files on exit, also when interrupted; leftovers of earlier runs that
 # were killed are removed first.
 #
@@ -50,6 +57,7 @@ DURATION=10
 ONLY=veth,sitelink-plain,sitelink,wireguard-go,boringtun-cli
 SKIP_BUILD=${SKIP_BUILD:-0}
 BASELINE=
+MEMORY=0
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -57,6 +65,9 @@ while [[ $# -gt 0 ]]; do
         --duration) DURATION=${2:?--duration needs seconds}; shift 2 ;;
         --only) ONLY=${2:?--only needs a list}; shift 2 ;;
         --skip-build) SKIP_BUILD=1; shift ;;
+        --memory)
+            if [[ ${2:-} =~ ^[0-9]+$ ]]; then MEMORY=$2; shift 2; else MEMORY=60; shift; fi
+            ;;
         --baseline) BASELINE=${2:?--baseline needs a sitelink-gateway binary}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -64,6 +75,8 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "--repeat must be a positive integer" >&2; exit 2; }
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || { echo "--duration must be a positive integer" >&2; exit 2; }
+[[ $MEMORY =~ ^[0-9]+$ && ($MEMORY == 0 || $MEMORY -ge 3) ]] ||
+    { echo "--memory must be a number of seconds, at least 3" >&2; exit 2; }
 IMPLS=()
 for name in ${ONLY//,/ }; do
     case $name in
@@ -287,6 +300,53 @@ measure() { # path dst-address
     return 0
 }
 
+declare -A MEM=()  # "path,side" -> "start max end hwm" RSS in KiB; "path,idle_side" -> RSS in
+                   # KiB once up, before any traffic; "path,gbps" -> rate of the memory run
+
+mem_kib() { # pid -> "VmRSS VmHWM" in KiB
+    awk '/^VmRSS:/ { r = $2 } /^VmHWM:/ { h = $2 } END { print r + 0, h + 0 }' "/proc/$1/status"
+}
+
+# One iperf3 transfer of $MEMORY s from A to dst while both tunnel processes' memory is sampled
+# every second. A side's figures: RSS when the transfer starts, the largest sample, the last one
+# (taken after iperf3 ended), and VmHWM (the peak RSS since the process started) at the end.
+measure_memory() { # path dst-address
+    local impl=$1 dst=$2 ipid json i side rss hwm samples=0
+    local -a start=() max=() last=() peak=()
+    for i in "${!TUNNEL_PIDS[@]}"; do
+        read -r rss hwm < <(mem_kib "${TUNNEL_PIDS[$i]}") || return 1
+        start[i]=$rss max[i]=$rss last[i]=$rss peak[i]=$hwm
+    done
+    timeout $((MEMORY + 30)) ip netns exec "$NS_A"         iperf3 -c "$dst" -t "$MEMORY" -J --connect-timeout 5000 >"$WORK/memory-$impl.json" 2>&1 &
+    ipid=$!
+    PIDS+=("$ipid")
+    while kill -0 "$ipid" 2>/dev/null; do
+        sleep 1
+        for i in "${!TUNNEL_PIDS[@]}"; do
+            read -r rss hwm < <(mem_kib "${TUNNEL_PIDS[$i]}") || return 1
+            last[i]=$rss peak[i]=$hwm
+            ((rss > max[i])) && max[i]=$rss
+        done
+        samples=$((samples + 1))
+    done
+    wait "$ipid" 2>/dev/null || true
+    forget_pids "$ipid"
+    json=$(cat "$WORK/memory-$impl.json")
+    if ! jq -e '.end.sum_received.bytes > 0' >/dev/null 2>&1 <<<"$json"; then
+        note "memory run: iperf3 failed: $(jq -r '.error // "no output"' <<<"$json" 2>/dev/null || echo 'no JSON')"
+        return 1
+    fi
+    MEM[$impl,gbps]=$(jq '.end.sum_received.bits_per_second / 1e9' <<<"$json")
+    MEM[$impl,samples]=$samples
+    for i in "${!TUNNEL_PIDS[@]}"; do
+        side=$( ((i == 0)) && echo A || echo B)
+        MEM[$impl,$side]="${start[i]} ${max[i]} ${last[i]} ${peak[i]}"
+        note "$(printf 'memory, gateway %s: RSS %d KiB at start, %d max, %d at end (%+d KiB); VmHWM %d KiB' \
+            "$side" "${start[i]}" "${max[i]}" "${last[i]}" $((last[i] - start[i])) "${peak[i]}")"
+    done
+    note "$(printf 'memory run: %.2f Gbit/s over %d s, %d samples' "${MEM[$impl,gbps]}" "$MEMORY" "$samples")"
+}
+
 # --- the paths --------------------------------------------------------------------------------
 run_veth() {
     TUNNEL_PIDS=()
@@ -347,7 +407,15 @@ EOF
     TUNNEL_PIDS=("${pids[@]}")
     local ok=0
     if [[ -S $WORK/sl-a.sock && -S $WORK/sl-b.sock ]]; then
+        if [[ $MEMORY -gt 0 ]]; then
+            MEM[$impl,idle_A]=$(mem_kib "${pids[0]}" | cut -d' ' -f1) || true
+            MEM[$impl,idle_B]=$(mem_kib "${pids[1]}" | cut -d' ' -f1) || true
+        fi
         measure "$impl" "$net.2" || ok=$?
+        if [[ $ok == 0 && $MEMORY -gt 0 ]]; then
+            say "Memory of $impl during a ${MEMORY} s transfer"
+            measure_memory "$impl" "$net.2" || note "memory run failed"
+        fi
     else
         NA[$impl]="the gateways did not come up within 10 s (see $WORK/$impl-*.log)"
         note "${NA[$impl]}"
@@ -490,6 +558,25 @@ MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     if wants baseline; then
         echo
         echo "sitelink ÷ baseline: 1 stream $(ratio single 1 baseline), 4 streams $(ratio four 1 baseline), reverse $(ratio reverse 1 baseline); CPU s/GB $(ratio cpu_single 0 baseline), $(ratio cpu_four 0 baseline), $(ratio cpu_reverse 0 baseline)."
+    fi
+    if [[ $MEMORY -gt 0 ]]; then
+        echo
+        echo "Memory during one ${MEMORY} s iperf3 transfer (1 stream, after the tests above), sampled every second from /proc/PID/status; MiB = 2^20 bytes."
+        echo "Idle is RSS once the gateway is up, before any traffic; growth is end minus start RSS of the transfer; VmHWM is the process's peak RSS since it started."
+        echo
+        echo "| path | gateway | Gbit/s | RSS idle MiB | RSS start MiB | RSS max MiB | RSS end MiB | growth KiB | VmHWM MiB |"
+        echo "|---|---|---|---|---|---|---|---|---|"
+        for impl in "${IMPLS[@]}"; do
+            for side in A B; do
+                v=${MEM[$impl,$side]:-}
+                [[ -z $v ]] && continue
+                read -r m0 m1 m2 m3 <<<"$v"
+                awk -v p="$(describe "$impl")" -v s="$side" -v g="${MEM[$impl,gbps]}" \
+                    -v i="${MEM[$impl,idle_$side]:-}" -v a="$m0" -v b="$m1" -v c="$m2" -v d="$m3" \
+                    'BEGIN { printf "| %s | %s | %.2f | %s | %.1f | %.1f | %.1f | %+d | %.1f |\n", p, s, g,
+                             (i == "" ? "?" : sprintf("%.1f", i / 1024)), a / 1024, b / 1024, c / 1024, c - a, d / 1024 }'
+            done
+        done
     fi
     for impl in "${IMPLS[@]}"; do
         [[ -n ${NA[$impl]:-} ]] && echo "- $impl: ${NA[$impl]}"
