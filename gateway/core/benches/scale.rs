@@ -4,15 +4,26 @@
 //! `cargo bench -p sitelink-core --bench scale` (prints a small table; `SCALE_PEERS=N` to change
 //! the count). Heap is counted by a wrapping global allocator, so the figure is exact for this
 //! process: config structures plus the data plane's per-peer state (boringtun `Tunn`, routes).
+//!
+//! Then the control server with as many sessions (`SCALE_SESSIONS=N`, default 10 000, one
+//! handshake each, 1 ms apart): the cost of `poll_timeout`, which the gateway's event loop asks
+//! on every wake-up, and of a `handle_timeout` with nothing due.
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand_core::OsRng;
 
 use sitelink_core::config::GatewayConfig;
+use sitelink_core::control::client::{ClientConfig, ControlClient};
+use sitelink_core::control::server::{AuthorizedClient, ControlServer, ServerConfig};
 use sitelink_core::gateway::{Gateway, Sink};
-use sitelink_core::keys::{write_secret_file, PrivateKey};
+use sitelink_core::keys::{write_secret_file, PrivateKey, PublicKey};
+use sitelink_core::lease::{AddressAuthority, LeaseInfo, Refusal};
 use sitelink_core::peer::PeerSpec;
 
 #[path = "../tests/support/counting_alloc.rs"]
@@ -32,7 +43,7 @@ fn key(n: u32) -> PrivateKey {
 struct NullSink;
 
 impl Sink for NullSink {
-    fn send_to(&mut self, _dst: std::net::SocketAddr, _datagram: &[u8]) {}
+    fn send_to(&mut self, _dst: SocketAddr, _datagram: &[u8]) {}
     fn write_tun(&mut self, _packet: &[u8]) {}
 }
 
@@ -137,4 +148,97 @@ fn main() {
     drop(gateway);
     drop(config);
     let _ = std::fs::remove_dir_all(&dir);
+    control_sessions();
+}
+
+/// Refuses everything: the benchmark only makes handshakes, which never ask.
+struct NoAddresses;
+
+impl AddressAuthority for NoAddresses {
+    fn offer(
+        &mut self,
+        _: &PublicKey,
+        _: Option<Ipv4Addr>,
+        _: SystemTime,
+    ) -> Result<LeaseInfo, Refusal> {
+        Err(Refusal::PoolExhausted)
+    }
+    fn request(&mut self, _: &PublicKey, _: Ipv4Addr, _: SystemTime) -> Result<LeaseInfo, Refusal> {
+        Err(Refusal::PoolExhausted)
+    }
+    fn renew(&mut self, _: &PublicKey, _: Ipv4Addr, _: SystemTime) -> Result<LeaseInfo, Refusal> {
+        Err(Refusal::PoolExhausted)
+    }
+    fn release(&mut self, _: &PublicKey, _: Ipv4Addr, _: SystemTime) -> Result<(), Refusal> {
+        Err(Refusal::PoolExhausted)
+    }
+}
+
+/// Mean time of one call of `f`, over enough calls to take about 0.2 s.
+fn time_per_call(mut f: impl FnMut()) -> Duration {
+    let mut calls = 1u32;
+    loop {
+        let t = Instant::now();
+        for _ in 0..calls {
+            f();
+        }
+        let took = t.elapsed();
+        if took > Duration::from_millis(200) || calls >= 1 << 24 {
+            return took / calls;
+        }
+        calls *= 4;
+    }
+}
+
+fn control_sessions() {
+    let sessions: u32 = std::env::var("SCALE_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let gateway_key = PrivateKey::from_bytes([0x43; 32]);
+    let gateway_addr = SocketAddr::from(([203, 0, 113, 1], 51_820));
+    let keys: Vec<PrivateKey> = (0..sessions).map(|n| key(n + 1_000_000)).collect();
+    let mut server = ControlServer::new(ServerConfig {
+        private_key: gateway_key.clone(),
+        clients: keys
+            .iter()
+            .map(|k| AuthorizedClient {
+                key: k.public_key(),
+                name: None,
+            })
+            .collect(),
+        routes: Vec::new(),
+        dns: Vec::new(),
+    })
+    .expect("valid server config");
+    let start = Instant::now();
+    let wall = SystemTime::now();
+    let t = Instant::now();
+    for (n, k) in keys.iter().enumerate() {
+        let now = start + Duration::from_millis(n as u64);
+        let config = ClientConfig::new(k.clone(), gateway_key.public_key(), gateway_addr);
+        let mut client = ControlClient::new(config, now);
+        client.handle_timeout(now, wall, &mut OsRng);
+        let init = client.poll_transmit().expect("a handshake initiation");
+        let [_, _, a, b] = (n as u32).to_be_bytes();
+        let src = SocketAddr::from(([198, 51, a, b], 40_000));
+        server
+            .handle_input(src, &init.contents, now, wall, &mut OsRng, &mut NoAddresses)
+            .expect("handshake accepted");
+        while server.poll_transmit().is_some() {}
+    }
+    let built = t.elapsed();
+    assert_eq!(server.session_count(), sessions as usize);
+    let poll = time_per_call(|| {
+        black_box(black_box(&server).poll_timeout());
+    });
+    let idle = time_per_call(|| server.handle_timeout(black_box(start)));
+    println!(
+        "control:       {sessions} sessions ({:.1} ms of handshakes); poll_timeout {:.0} ns, \
+         handle_timeout with none due {:.0} ns",
+        built.as_secs_f64() * 1e3,
+        poll.as_secs_f64() * 1e9,
+        idle.as_secs_f64() * 1e9,
+    );
+    assert_eq!(server.session_count(), sessions as usize);
 }

@@ -1,6 +1,6 @@
 //! The gateway's side of the control protocol.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -108,6 +108,18 @@ struct ClientEntry {
 struct ServerSession {
     session: Session,
     client: PublicKey,
+    /// Its key in [`ControlServer::deadlines`]: when it expires, as of its last change.
+    deadline: Instant,
+}
+
+/// When `session` should be dropped: its time limits, or at once (its handshake's time, which
+/// has passed) once it has used up its messages.
+fn deadline(session: &Session) -> Instant {
+    if session.exhausted() {
+        session.established
+    } else {
+        session.expires_at()
+    }
 }
 
 /// The gateway's control-protocol state machine.
@@ -132,6 +144,10 @@ pub struct ControlServer {
     public_key: PublicKey,
     clients: HashMap<PublicKey, ClientEntry>,
     sessions: HashMap<u32, ServerSession>,
+    /// Every session's `(deadline, index)`, earliest first: `poll_timeout` is the first,
+    /// `handle_timeout` takes from the front. Kept in step with `sessions` by
+    /// `insert_session`, `remove_session` and `reschedule`.
+    deadlines: BTreeSet<(Instant, u32)>,
     routes: Vec<IpNet>,
     dns: Vec<IpAddr>,
     transmits: VecDeque<Transmit>,
@@ -220,6 +236,7 @@ impl ControlServer {
             public_key,
             clients,
             sessions: HashMap::new(),
+            deadlines: BTreeSet::new(),
             routes: config.routes,
             dns: config.dns,
             transmits: VecDeque::new(),
@@ -245,7 +262,7 @@ impl ControlServer {
             return false;
         };
         for index in entry.current.into_iter().chain(entry.previous) {
-            self.sessions.remove(&index);
+            self.remove_session(index);
         }
         true
     }
@@ -330,15 +347,12 @@ impl ControlServer {
         let local_index = self.fresh_index(rng);
         let (packet, transport) = noise::respond(accepted, init.sender_index(), local_index)?;
         let session = Session::new(transport, local_index, init.sender_index(), now);
-        self.sessions
-            .insert(local_index, ServerSession { session, client });
+        self.insert_session(local_index, session, client);
         let Some(entry) = self.clients.get_mut(&client) else {
             return Err(ControlError::Internal("client vanished".into()));
         };
         entry.last_timestamp = Some(timestamp);
-        if let Some(old) = entry.previous.take() {
-            self.sessions.remove(&old);
-        }
+        let old = entry.previous.take();
         entry.previous = entry.current.replace(local_index);
         tracing::debug!(
             client = %label(&client, entry.name.as_deref()),
@@ -346,6 +360,9 @@ impl ControlServer {
             index = local_index,
             "control session established"
         );
+        if let Some(old) = old {
+            self.remove_session(old);
+        }
         self.counters.handshakes += 1;
         self.queue(src, packet);
         Ok(())
@@ -385,8 +402,15 @@ impl ControlServer {
             .sessions
             .get_mut(&index)
             .ok_or(ControlError::UnknownSession(index))?;
-        let plaintext = s.session.open(&packet, now)?;
-        let client = s.client;
+        let opened = s.session.open(&packet, now);
+        // An authentic packet moves the idle deadline; a used-up session is due at once.
+        self.reschedule(index);
+        let plaintext = opened?;
+        let client = self
+            .sessions
+            .get(&index)
+            .ok_or(ControlError::UnknownSession(index))?
+            .client;
         let message = Message::parse(&plaintext)?;
         let reply = self.answer(client, src, message, wall, authority)?;
         let s = self
@@ -396,8 +420,9 @@ impl ControlServer {
         let plaintext = reply
             .emit()
             .map_err(|e| ControlError::Internal(format!("reply does not encode: {e}")))?;
-        let packet = s.session.seal(&plaintext)?;
-        self.queue(src, packet);
+        let sealed = s.session.seal(&plaintext);
+        self.reschedule(index);
+        self.queue(src, sealed?);
         Ok(())
     }
 
@@ -541,8 +566,42 @@ impl ControlServer {
         Body::PeerEndpoints { peer, candidates }
     }
 
+    fn insert_session(&mut self, index: u32, session: Session, client: PublicKey) {
+        // `fresh_index` never picks a live index; keep the two in step regardless.
+        self.remove_session(index);
+        let deadline = deadline(&session);
+        self.deadlines.insert((deadline, index));
+        self.sessions.insert(
+            index,
+            ServerSession {
+                session,
+                client,
+                deadline,
+            },
+        );
+    }
+
+    fn remove_session(&mut self, index: u32) -> Option<ServerSession> {
+        let s = self.sessions.remove(&index)?;
+        self.deadlines.remove(&(s.deadline, index));
+        Some(s)
+    }
+
+    /// Moves session `index` to its current deadline after it has sent or received.
+    fn reschedule(&mut self, index: u32) {
+        let Some(s) = self.sessions.get_mut(&index) else {
+            return;
+        };
+        let new = deadline(&s.session);
+        if new != s.deadline {
+            self.deadlines.remove(&(s.deadline, index));
+            self.deadlines.insert((new, index));
+            s.deadline = new;
+        }
+    }
+
     fn drop_session(&mut self, index: u32) {
-        let Some(s) = self.sessions.remove(&index) else {
+        let Some(s) = self.remove_session(index) else {
             return;
         };
         if let Some(entry) = self.clients.get_mut(&s.client) {
@@ -564,15 +623,12 @@ impl ControlServer {
         });
     }
 
-    /// Drops sessions that have expired.
+    /// Drops sessions that have expired. Visits only those: O(expired × log sessions).
     pub fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<u32> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.session.is_expired(now))
-            .map(|(&i, _)| i)
-            .collect();
-        for index in expired {
+        while let Some(&(at, index)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
             self.drop_session(index);
         }
     }
@@ -590,9 +646,10 @@ impl ControlServer {
     }
 
     /// When [`Self::handle_timeout`] should next be called (the earliest session expiry).
+    /// O(log sessions): the driver asks on every wake-up.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions.values().map(|s| s.session.expires_at()).min()
+        self.deadlines.first().map(|&(at, _)| at)
     }
 }
 
@@ -601,5 +658,209 @@ fn label(key: &PublicKey, name: Option<&str>) -> String {
     match name {
         Some(n) => n.to_owned(),
         None => short_key(key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use rand_core::RngCore;
+
+    use super::{AuthorizedClient, ControlServer, ServerConfig};
+    use crate::control::client::{ClientConfig, ControlClient, State};
+    use crate::control::session::{SESSION_IDLE_TIMEOUT, SESSION_MAX_AGE};
+    use crate::control::tests::{rng, FakeAuthority, TestRng};
+    use crate::keys::PrivateKey;
+
+    const GATEWAY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)), 51_820);
+
+    /// The server's deadline index agrees with its sessions: one entry per session, at the
+    /// session's own deadline; `poll_timeout` is the earliest expiry a full scan finds.
+    fn check_index(server: &ControlServer) {
+        assert_eq!(server.deadlines.len(), server.sessions.len());
+        for (&index, s) in &server.sessions {
+            assert_eq!(s.deadline, super::deadline(&s.session), "session {index}");
+            assert!(server.deadlines.contains(&(s.deadline, index)));
+        }
+        let scan = server
+            .sessions
+            .values()
+            .map(|s| s.session.expires_at())
+            .min();
+        assert_eq!(server.poll_timeout(), scan);
+    }
+
+    struct Net {
+        server: ControlServer,
+        clients: Vec<ControlClient>,
+        by_addr: HashMap<SocketAddr, usize>,
+        authority: FakeAuthority,
+        rng: TestRng,
+        now: Instant,
+        wall: SystemTime,
+    }
+
+    impl Net {
+        fn addr(i: usize) -> SocketAddr {
+            SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
+                10_000 + i as u16,
+            )
+        }
+
+        /// Moves datagrams between client `i` and the server until both are quiet.
+        fn settle(&mut self, i: usize) {
+            loop {
+                let mut moved = false;
+                while let Some(t) = self.clients[i].poll_transmit() {
+                    moved = true;
+                    let _ = self.server.handle_input(
+                        Self::addr(i),
+                        &t.contents,
+                        self.now,
+                        self.wall,
+                        &mut self.rng,
+                        &mut self.authority,
+                    );
+                }
+                while let Some(t) = self.server.poll_transmit() {
+                    moved = true;
+                    let c = self.by_addr[&t.destination];
+                    let _ = self.clients[c].handle_input(
+                        &t.contents,
+                        self.now,
+                        self.wall,
+                        &mut self.rng,
+                    );
+                }
+                while self.server.poll_event().is_some() {}
+                while self.clients[i].poll_event().is_some() {}
+                if !moved {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// 200 clients whose sessions start at different times and are refreshed by traffic at
+    /// random moments (so deadlines move, and some sessions are replaced by new handshakes),
+    /// on a virtual clock: after every change `poll_timeout` equals a full scan's answer, and
+    /// `handle_timeout` at each deadline drops exactly the expired sessions.
+    #[test]
+    fn deadlines_follow_traffic_with_many_sessions() {
+        const CLIENTS: usize = 200;
+        let mut r = rng(0xdead_11fe);
+        let gateway_key = PrivateKey::generate(&mut r);
+        let keys: Vec<PrivateKey> = (0..CLIENTS).map(|_| PrivateKey::generate(&mut r)).collect();
+        let server = ControlServer::new(ServerConfig {
+            private_key: gateway_key.clone(),
+            clients: keys
+                .iter()
+                .map(|k| AuthorizedClient {
+                    key: k.public_key(),
+                    name: None,
+                })
+                .collect(),
+            routes: Vec::new(),
+            dns: Vec::new(),
+        })
+        .expect("valid config");
+        let start = Instant::now();
+        let mut net = Net {
+            server,
+            clients: keys
+                .iter()
+                .map(|k| {
+                    ControlClient::new(
+                        ClientConfig::new(k.clone(), gateway_key.public_key(), GATEWAY),
+                        start,
+                    )
+                })
+                .collect(),
+            by_addr: (0..CLIENTS).map(|i| (Net::addr(i), i)).collect(),
+            authority: FakeAuthority::new(Duration::from_secs(24 * 3600)),
+            rng: r,
+            now: start,
+            wall: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        };
+        // Each client binds 1.5 s after the one before: 200 sessions, 200 deadlines.
+        for i in 0..CLIENTS {
+            net.clients[i].handle_timeout(net.now, net.wall, &mut net.rng);
+            net.settle(i);
+            assert_eq!(net.clients[i].state(), State::Bound, "client {i}");
+            check_index(&net.server);
+            net.now += Duration::from_millis(1500);
+        }
+        assert_eq!(net.server.session_count(), CLIENTS);
+        assert_eq!(
+            net.server.poll_timeout(),
+            Some(start + SESSION_IDLE_TIMEOUT)
+        );
+
+        // 30 virtual minutes in steps of up to 10 s. Each step: a few clients talk (their
+        // session's idle deadline moves; near the limits the client rehandshakes instead),
+        // then the timers run if due.
+        let (mut dropped, mut refreshed) = (0, 0);
+        let end = net.now + Duration::from_secs(1800);
+        while net.now < end {
+            net.now += Duration::from_millis(u64::from(net.rng.next_u32() % 10_000));
+            net.wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000) + (net.now - start);
+            if let Some(due) = net.server.poll_timeout().filter(|&t| t <= net.now) {
+                let before = net.server.session_count();
+                let expired = net
+                    .server
+                    .sessions
+                    .values()
+                    .filter(|s| s.session.is_expired(net.now))
+                    .count();
+                assert!(expired > 0, "poll_timeout {due:?} with nothing expired");
+                net.server.handle_timeout(net.now);
+                assert_eq!(net.server.session_count(), before - expired);
+                assert!(net
+                    .server
+                    .sessions
+                    .values()
+                    .all(|s| !s.session.is_expired(net.now)));
+                dropped += expired;
+                check_index(&net.server);
+            }
+            for _ in 0..3 {
+                let i = net.rng.next_u32() as usize % CLIENTS;
+                net.clients[i].exchange_endpoints(
+                    Vec::new(),
+                    None,
+                    net.now,
+                    net.wall,
+                    &mut net.rng,
+                );
+                net.settle(i);
+                refreshed += 1;
+                check_index(&net.server);
+            }
+        }
+        // Some sessions lived past the idle timeout thanks to traffic, none past the max age.
+        assert!(dropped > CLIENTS / 2, "only {dropped} sessions expired");
+        assert!(refreshed > 500);
+        assert!(net
+            .server
+            .sessions
+            .values()
+            .all(|s| s.session.established + SESSION_MAX_AGE > net.now));
+        assert!(net
+            .server
+            .sessions
+            .values()
+            .any(|s| s.session.last_received > s.session.established));
+        // Once everyone is quiet, everything expires on time.
+        while let Some(t) = net.server.poll_timeout() {
+            assert!(t <= net.now + SESSION_IDLE_TIMEOUT);
+            net.now = net.now.max(t);
+            net.server.handle_timeout(net.now);
+            check_index(&net.server);
+        }
+        assert_eq!(net.server.session_count(), 0);
     }
 }

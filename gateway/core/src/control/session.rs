@@ -128,9 +128,12 @@ impl Session {
 
     /// Whether the gateway should drop the session now.
     pub(crate) fn is_expired(&self, now: Instant) -> bool {
-        now >= self.expires_at()
-            || self.received >= SESSION_MAX_MESSAGES
-            || self.next_nonce >= SESSION_MAX_MESSAGES
+        now >= self.expires_at() || self.exhausted()
+    }
+
+    /// Whether it has sent or received its last allowed message.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.received >= SESSION_MAX_MESSAGES || self.next_nonce >= SESSION_MAX_MESSAGES
     }
 
     /// Whether the client should make a new session before sending: within
