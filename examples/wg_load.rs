@@ -38,8 +38,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -70,6 +71,8 @@ const INDEX_SPACE: u64 = 1 << 24;
 const SEND_BURST: usize = 64;
 /// Sleep when a loop pass had nothing to do.
 const IDLE_SLEEP: Duration = Duration::from_micros(200);
+/// Longest wait in poll(2) when a loop pass had nothing to do (`peers` mode).
+const POLL_WAIT: Duration = Duration::from_millis(1);
 /// Scratch buffer size: the largest UDP payload.
 const BUF_LEN: usize = 65_536;
 
@@ -538,6 +541,12 @@ struct Net {
     replies: Vec<Replies>,
     /// Datagrams from anyone but the target (ignored).
     rx_foreign: u64,
+    /// After [`Net::wait`]: the sockets poll(2) found readable, not yet drained. `recv` then
+    /// reads only these instead of trying every socket (hundreds of sources would otherwise
+    /// cost hundreds of failing system calls per pass).
+    ready: Vec<usize>,
+    /// Whether [`Net::wait`] is in use (else `recv` tries every socket in turn).
+    polled: bool,
 }
 
 impl Net {
@@ -574,6 +583,8 @@ impl Net {
             send_errors: 0,
             last_send_error: None,
             rx_foreign: 0,
+            ready: Vec::new(),
+            polled: false,
         })
     }
 
@@ -614,8 +625,51 @@ impl Net {
         self.last_send_error = Some("send buffer full for 50 ms".to_owned());
     }
 
+    /// Waits up to `timeout` for a datagram on any socket (poll(2)) and remembers which sockets
+    /// have one for [`Net::recv`]. From the first call on, `recv` reads only those.
+    fn wait(&mut self, timeout: Duration) {
+        self.polled = true;
+        let mut fds: Vec<libc::pollfd> = self
+            .socks
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let ms = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+        // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfd structs
+        // for the duration of the call; the descriptors are open sockets owned by `self`.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        self.ready.clear();
+        if n > 0 {
+            self.ready.extend(
+                fds.iter()
+                    .enumerate()
+                    .filter(|(_, f)| f.revents != 0)
+                    .map(|(i, _)| i),
+            );
+        }
+    }
+
     /// The next datagram from the target on any socket: `(socket, length)`.
     fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, usize)> {
+        if self.polled {
+            while let Some(&i) = self.ready.last() {
+                match self.socks[i].recv_from(buf) {
+                    Ok((n, from)) if from == self.target => {
+                        self.replies[i].count(&buf[..n]);
+                        return Some((i, n));
+                    }
+                    Ok(_) => self.rx_foreign += 1,
+                    Err(_) => {
+                        self.ready.pop();
+                    }
+                }
+            }
+            return None;
+        }
         let mut idle = 0;
         while idle < self.socks.len() {
             let i = self.next_rx;
@@ -1216,6 +1270,56 @@ struct PeersStats {
     ping_replies: u64,
     data_other: u64,
     handshake_ms: Vec<u64>,
+    /// When the first and the last new handshake were started, and the last one completed.
+    first_initiation: Option<Instant>,
+    last_new_initiation: Option<Instant>,
+    last_handshake: Option<Instant>,
+    /// Handshakes completed in each second since the first initiation.
+    handshakes_by_second: Vec<u64>,
+}
+
+/// Wall-clock time of an `Instant`, for lining a run up with other tools' logs.
+struct Epoch {
+    instant: Instant,
+    unix_ms: u64,
+}
+
+impl Epoch {
+    fn now() -> Self {
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self {
+            instant: Instant::now(),
+            unix_ms,
+        }
+    }
+
+    fn unix_ms(&self, t: Option<Instant>) -> Value {
+        t.map_or(Value::Null, |t| {
+            let ms = u64::try_from(t.duration_since(self.instant).as_millis()).unwrap_or(0);
+            json!(self.unix_ms + ms)
+        })
+    }
+}
+
+/// The rate view of a `peers` run: when it started and ended (Unix milliseconds), handshakes
+/// completed per second over the whole run and in each second.
+fn storm_json(st: &PeersStats, epoch: &Epoch) -> Value {
+    let rate = match (st.first_initiation, st.last_handshake) {
+        (Some(first), Some(last)) if last > first => {
+            let per_second = st.handshakes as f64 / last.duration_since(first).as_secs_f64();
+            json!((per_second * 10.0).round() / 10.0)
+        }
+        _ => Value::Null,
+    };
+    json!({
+        "first_initiation_unix_ms": epoch.unix_ms(st.first_initiation),
+        "last_new_initiation_unix_ms": epoch.unix_ms(st.last_new_initiation),
+        "last_handshake_unix_ms": epoch.unix_ms(st.last_handshake),
+        "handshakes_per_second": rate,
+        "handshakes_by_second": st.handshakes_by_second,
+    })
 }
 
 fn peers(a: &PeersArgs) -> Result<Value> {
@@ -1243,8 +1347,10 @@ fn peers(a: &PeersArgs) -> Result<Value> {
         }
         _ => None,
     };
-    let clock = Clock::new(&a.common)?;
-    let pacer = Pacer::new(a.rate)?;
+    // Checked now; both start again once the peers' state machines are built below (10 000
+    // of them take about half a second, which must not turn into a burst of due initiations).
+    Clock::new(&a.common)?;
+    Pacer::new(a.rate)?;
     let mut net = Net::bind(&a.common.binds, a.common.target)?;
     let target_ip = a.common.target.ip();
     let retry = Duration::from_millis(a.retry_ms);
@@ -1276,6 +1382,9 @@ fn peers(a: &PeersArgs) -> Result<Value> {
     let mut in_flight = 0usize;
     let mut finished = 0usize;
     let mut done_at: Option<Instant> = None;
+    let clock = Clock::new(&a.common)?;
+    let pacer = Pacer::new(a.rate)?;
+    let epoch = Epoch::now();
 
     loop {
         let mut busy = false;
@@ -1300,6 +1409,8 @@ fn peers(a: &PeersArgs) -> Result<Value> {
                 p.attempts = 1;
                 p.generation += 1;
                 st.initiations += 1;
+                st.first_initiation.get_or_insert(now);
+                st.last_new_initiation = Some(now);
                 if let TunnResult::WriteToNetwork(init) =
                     p.tunn.format_handshake_initiation(&mut out, false)
                 {
@@ -1405,6 +1516,14 @@ fn peers(a: &PeersArgs) -> Result<Value> {
                         }
                     }
                     st.handshakes += 1;
+                    st.last_handshake = Some(now);
+                    if let Some(first) = st.first_initiation {
+                        let second = now.duration_since(first).as_secs() as usize;
+                        if st.handshakes_by_second.len() <= second {
+                            st.handshakes_by_second.resize(second + 1, 0);
+                        }
+                        st.handshakes_by_second[second] += 1;
+                    }
                     in_flight -= 1;
                     if let Some(t) = p.started {
                         st.handshake_ms
@@ -1457,9 +1576,9 @@ fn peers(a: &PeersArgs) -> Result<Value> {
                 break;
             }
         }
-        if !busy {
-            std::thread::sleep(IDLE_SLEEP);
-        }
+        // Sleeps in poll(2) rather than a fixed sleep: replies are read as they come, and a
+        // pass costs one system call for all sources instead of one per source.
+        net.wait(if busy { Duration::ZERO } else { POLL_WAIT });
     }
 
     let count = |phase: Phase| sims.iter().filter(|p| p.phase == phase).count();
@@ -1502,6 +1621,7 @@ fn peers(a: &PeersArgs) -> Result<Value> {
         "handshake_ms_p50": pct(0.5),
         "handshake_ms_p99": pct(0.99),
         "handshake_ms_max": ms.last().copied(),
+        "storm": storm_json(&st, &epoch),
         "net": net.json(),
     }))
 }
