@@ -158,6 +158,10 @@ pub async fn run_with_mapping(
 
     let mut io = devices.data_path(iface.mtu);
     tokio::pin!(shutdown);
+    // One timer for the whole loop, moved only when the next deadline changes: a new `Sleep`
+    // per wake-up would enter and leave tokio's timer wheel on every packet.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(gateway.poll_timeout()));
+    tokio::pin!(timer);
     let result: Result<()> = loop {
         let mut next = gateway.poll_timeout();
         if let Some(access) = &access {
@@ -170,6 +174,9 @@ pub async fn run_with_mapping(
             next = next.min(s.poll_timeout());
         }
         let deadline = tokio::time::Instant::from_std(next);
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             () = &mut shutdown => break Ok(()),
             // A TUN read error ends the loop; UDP errors (ICMP errors from earlier sends surface
@@ -193,7 +200,7 @@ pub async fn run_with_mapping(
                     break Err(e);
                 }
             }
-            () = tokio::time::sleep_until(deadline) => {
+            () = &mut timer => {
                 let now = Instant::now();
                 io.emit(|sink| {
                     if let Some(s) = tunnel_stun.as_mut() {
