@@ -16,9 +16,11 @@
 #   wireguard-go   the distribution's wireguard-go, configured with wg 10.202.0.0/24
 #   boringtun-cli  boringtun-cli (cargo install), configured with wg   10.203.0.0/24
 # and measures: iperf3 TCP with 1 stream, 4 streams (-P 4) and 1 stream reversed (-R, B sends),
-# each --repeat times (median, min and max); 20 pings (average RTT); and the CPU time (user +
-# system, from /proc/PID/stat) that the tunnel processes of both ends used per gigabyte iperf3
-# delivered. It ends with a Markdown table and sitelink's ratio to the better of the other two.
+# each --repeat times (median, min and max); 20 pings (average RTT), then 40 more captured with
+# tcpdump in both namespaces to split the round trip into its 7 hops (where the time goes); and
+# the CPU time (user + system, from /proc/PID/stat) that the tunnel processes of both ends used
+# per gigabyte iperf3 delivered. It ends with Markdown tables and sitelink's ratio to the better
+# of the other two.
 #
 # Options:
 #   --repeat N      runs per iperf3 test (default 3)
@@ -34,7 +36,7 @@
 #   --skip-build    use $CARGO_TARGET_DIR/release/sitelink-{gateway,keys} (default target/) as they
 #                   are (also SKIP_BUILD=1)
 #
-# Needs root. Installs iperf3, wireguard-go, wireguard-tools and jq with apt-get when missing, and
+# Needs root. Installs iperf3, wireguard-go, wireguard-tools, jq and tcpdump with apt-get when missing, and
 # boringtun-cli with `cargo install --locked --root target/bench-tools` (kept there for later
 # runs; if it does not build or run, its row says n/a and why). Changes no host-wide setting:
 # the namespaces are new and the programs size their own socket buffers. Bounded in time: every
@@ -106,6 +108,7 @@ command -v iperf3 >/dev/null || missing+=(iperf3)
 command -v jq >/dev/null || missing+=(jq)
 command -v ping >/dev/null || missing+=(iputils-ping)
 command -v ss >/dev/null || missing+=(iproute2)
+command -v tcpdump >/dev/null || missing+=(tcpdump)
 if wants wireguard-go || wants boringtun-cli; then
     command -v wg >/dev/null || missing+=(wireguard-tools)
 fi
@@ -269,6 +272,7 @@ measure() { # path dst-address
     rtt=$(in_ns "$NS_A" ping -n -q -c 20 -i 0.1 -w 10 "$dst" | awk -F'/' '/^rtt|^round-trip/ {print $5}')
     RES[$impl,rtt]="${rtt:-nan} ${rtt:-nan} ${rtt:-nan}"
     note "ping: average RTT ${rtt:-?} ms over 20 pings"
+    rtt_hops "$impl" "$dst"
     for kind in "${KINDS[@]}"; do
         local tputs=() cpus=()
         for run in $(seq "$REPEAT"); do
@@ -297,6 +301,48 @@ measure() { # path dst-address
         [[ ${#tputs[@]} -gt 0 ]] && RES[$impl,$kind]=$(stats "${tputs[@]}")
         [[ ${#cpus[@]} -gt 0 ]] && RES[$impl,cpu_$kind]=$(stats "${cpus[@]}")
     done
+    return 0
+}
+
+# Where a ping's round trip goes: 40 more pings with tcpdump in both namespaces; each packet is
+# stamped by the kernel as it crosses a tunnel interface or the veth, so a round trip splits
+# into 7 hops (A tunnel -> wire: A's tunnel process wakes, encrypts, sends; the veth; B wire ->
+# tunnel; B's kernel answers; B tunnel -> wire; the veth; A wire -> tunnel). Medians in µs.
+rtt_hops() { # path dst-address
+    local impl=$1 dst=$2 ta tb
+    command -v tcpdump >/dev/null && command -v python3 >/dev/null || return 0
+    [[ $impl == veth ]] && return 0
+    for side in a b; do
+        local ns=$NS_A; [[ $side == b ]] && ns=$NS_B
+        timeout 30 ip netns exec "$ns" tcpdump -i any -nn -U -w "$WORK/hops-$side.pcap" \
+            "icmp or udp port $PORT" >/dev/null 2>&1 &
+        [[ $side == a ]] && ta=$! || tb=$!
+    done
+    sleep 1.5
+    in_ns "$NS_A" ping -n -q -c 40 -i 0.1 -w 15 "$dst" >/dev/null 2>&1 || true
+    sleep 0.5
+    kill "$ta" "$tb" 2>/dev/null || true
+    wait "$ta" "$tb" 2>/dev/null || true
+    RES[$impl,hops]=$(python3 - "$WORK/hops-a.pcap" "$WORK/hops-b.pcap" <<'PY' 2>/dev/null || true
+import statistics, subprocess, sys
+events = []
+for side, path in (("A", sys.argv[1]), ("B", sys.argv[2])):
+    out = subprocess.run(["tcpdump", "-nn", "-tt", "-r", path], capture_output=True, text=True).stdout
+    events += [(float(line.split()[0]), side, line) for line in out.splitlines() if line]
+events.sort()
+trips, trip = [], None
+for t, side, line in events:
+    if side == "A" and "echo request" in line and " Out " in line:
+        trip = [t]
+        trips.append(trip)
+    elif trip is not None:
+        trip.append(t)
+hops = [[(b - a) * 1e6 for a, b in zip(t, t[1:])] for t in trips if len(t) == 8]
+if len(hops) >= 10:
+    print(len(hops), *(round(statistics.median(h[i] for h in hops)) for i in range(7)))
+PY
+)
+    [[ -n ${RES[$impl,hops]} ]] && note "ping hops (µs, median of ${RES[$impl,hops]%% *}): ${RES[$impl,hops]#* }"
     return 0
 }
 
@@ -576,6 +622,20 @@ MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
                     'BEGIN { printf "| %s | %s | %.2f | %s | %.1f | %.1f | %.1f | %+d | %.1f |\n", p, s, g,
                              (i == "" ? "?" : sprintf("%.1f", i / 1024)), a / 1024, b / 1024, c / 1024, c - a, d / 1024 }'
             done
+        done
+    fi
+    if [[ -n $(for impl in "${IMPLS[@]}"; do echo "${RES[$impl,hops]:-}"; done) ]]; then
+        echo
+        echo "Where a ping's round trip goes: 40 pings captured with tcpdump in both namespaces, split at the"
+        echo "kernel's timestamps where each packet crosses a tunnel interface or the veth; median µs per hop."
+        echo "The hops marked * begin with a tunnel process that was asleep (it waits for the packet)."
+        echo
+        echo "| path | pings | A tunnel → wire * | veth | B wire → tunnel * | B kernel replies | B tunnel → wire | veth | A wire → tunnel * | sum |"
+        echo "|---|---|---|---|---|---|---|---|---|---|"
+        for impl in "${IMPLS[@]}"; do
+            [[ -z ${RES[$impl,hops]:-} ]] && continue
+            read -r n h1 h2 h3 h4 h5 h6 h7 <<<"${RES[$impl,hops]}"
+            echo "| $(describe "$impl") | $n | $h1 | $h2 | $h3 | $h4 | $h5 | $h6 | $h7 | $((h1 + h2 + h3 + h4 + h5 + h6 + h7)) |"
         done
     fi
     for impl in "${IMPLS[@]}"; do
