@@ -2,7 +2,8 @@
 # 10 000 peers at daemon level: start-up time, memory per idle peer, and a handshake storm
 # answered while a bulk transfer keeps running (issue #6).
 #
-#   sudo bash benches/netns-scale.sh [--peers N] [--repeat N] [--rate R] [--only LIST] [--skip-build]
+#   sudo bash benches/netns-scale.sh [--peers N] [--repeat N] [--rate R] [--only LIST]
+#                                    [--baseline BIN] [--skip-build]
 #
 #   netns A 198.51.100.1 ── veth ── 198.51.100.2 netns B 203.0.113.1 ── veth ── 203.0.113.10-209 netns C
 #           tunnel 10.204.0.1  ···  tunnel 10.204.0.2, and N more peers          wg_load (N peers)
@@ -37,6 +38,10 @@
 #   --pre S         iperf3 seconds before the storm (default 8)
 #   --post S        iperf3 seconds after the storm (default 6)
 #   --only LIST     comma-separated subset of startup,clients,storm
+#   --baseline BIN  also run the storm with sitelink-gateway binary BIN (an earlier build) as
+#                   both gateways, just before the current one: a before/after in one run
+#   --busy N        N busy-looping processes run through each storm: the gateways then get only
+#                   part of a CPU, as on a loaded host (default 0)
 #   --skip-build    use $CARGO_TARGET_DIR/release/{sitelink-gateway,sitelink-keys,examples/wg_load}
 #                   (default target/) as they are (also SKIP_BUILD=1)
 #
@@ -64,6 +69,8 @@ PRE=8
 POST=6
 ONLY=startup,clients,storm
 SKIP_BUILD=${SKIP_BUILD:-0}
+BASELINE=
+BUSY=0
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -74,6 +81,8 @@ while [[ $# -gt 0 ]]; do
         --post) POST=${2:?--post needs seconds}; shift 2 ;;
         --only) ONLY=${2:?--only needs a list}; shift 2 ;;
         --skip-build) SKIP_BUILD=1; shift ;;
+        --baseline) BASELINE=${2:?--baseline needs a sitelink-gateway binary}; shift 2 ;;
+        --busy) BUSY=${2:?--busy needs a number}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -81,6 +90,7 @@ done
 for v in PEERS REPEAT RATE PRE POST; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "--${v,,} must be a positive integer" >&2; exit 2; }
 done
+if ! [[ $BUSY =~ ^[0-9]+$ ]] || ((BUSY > 16)); then echo "--busy must be 0..16" >&2; exit 2; fi
 ((PEERS >= 2 && PEERS <= 60000)) || { echo "--peers must be 2..60000 (addresses come from 10.220.0.0/16)" >&2; exit 2; }
 PHASES=()
 for name in ${ONLY//,/ }; do
@@ -90,6 +100,10 @@ for name in ${ONLY//,/ }; do
     esac
 done
 wants() { [[ " ${PHASES[*]} " == *" $1 "* ]]; }
+if [[ -n $BASELINE ]]; then
+    [[ -x $BASELINE ]] || { echo "--baseline: $BASELINE is not an executable" >&2; exit 2; }
+    BASELINE=$(realpath "$BASELINE")
+fi
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "This benchmark creates network namespaces and TUN devices: run it as root (sudo)." >&2
@@ -346,9 +360,10 @@ STORM_B=203.0.113.1
 STORM_SOURCES=200   # 203.0.113.10 .. 203.0.113.209
 TUN_NET=10.204.0
 
-run_storm() {
-    local a_if=sa${ID} b_if=sb${ID} pids=() pid_a pid_b t_iperf iperf_pid i sources=() binds=()
-    say "Storm: namespaces, gateways A and B (B with $PEERS more peers), $STORM_SOURCES sources in C"
+run_storm() { # label gateway-binary
+    local label=$1 gw=$2 a_if=sa${ID} b_if=sb${ID} pids=() pid_a pid_b t_iperf iperf_pid i sources=() binds=()
+    say "Storm ($label): namespaces, gateways A and B (B with $PEERS more peers), $STORM_SOURCES sources in C"
+    remove_namespaces "$NS_A" "$NS_B" "$NS_C"
     for ns in "$NS_A" "$NS_B" "$NS_C"; do
         ip netns add "$ns"
         in_ns "$ns" ip link set lo up
@@ -379,9 +394,15 @@ run_storm() {
             "$(pub_of a)" "$WAN_A" "$PORT" "$TUN_NET"
         peers_toml peer "$PEERS"
     } >"$WORK/storm-b.toml"
-    start_bg "$WORK/storm-gw-a.log" "$NS_A" env RUST_LOG=warn "$GW" up --config "$WORK/storm-a.toml" --socket "$WORK/storm-a.sock"
+    local busy=()
+    for _ in $(seq "$BUSY"); do
+        (while :; do :; done) &
+        busy+=("$!")
+        PIDS+=("$!")
+    done
+    start_bg "$WORK/storm-gw-a.log" "$NS_A" env RUST_LOG=warn "$gw" up --config "$WORK/storm-a.toml" --socket "$WORK/storm-a.sock"
     pid_a=$STARTED
-    start_bg "$WORK/storm-gw-b.log" "$NS_B" env RUST_LOG=warn "$GW" up --config "$WORK/storm-b.toml" --socket "$WORK/storm-b.sock"
+    start_bg "$WORK/storm-gw-b.log" "$NS_B" env RUST_LOG=warn "$gw" up --config "$WORK/storm-b.toml" --socket "$WORK/storm-b.sock"
     pid_b=$STARTED
     pids=("$pid_a" "$pid_b")
     for _ in $(seq 300); do
@@ -393,8 +414,10 @@ run_storm() {
         in_ns "$NS_A" ping -n -q -c 1 -W 1 "$TUN_NET.2" >/dev/null 2>&1 && { up=1; break; }
     done
     if [[ $up != 1 ]]; then
-        NA[storm]="no ping reply across the tunnel A -> B within 20 s"
-        note "${NA[storm]}"
+        NA[$label]="no ping reply across the tunnel A -> B within 20 s"
+        note "${NA[$label]}"
+        stop_pids "${pids[@]}" "${busy[@]}"
+        forget_pids "${pids[@]}" "${busy[@]}"
         return 1
     fi
 
@@ -408,7 +431,7 @@ run_storm() {
     local storm_secs=$(((PEERS + RATE - 1) / RATE))
     # wg_load builds its N state machines first (about a second for 10 000): allow for that.
     local total=$((PRE + storm_secs + 3 + POST))
-    say "Storm: iperf3 A -> B for $total s; after $PRE s, $PEERS handshakes at $RATE/s from C"
+    say "Storm ($label): iperf3 A -> B for $total s; after $PRE s, $PEERS handshakes at $RATE/s from C"
     t_iperf=$(now_ms)
     timeout $((total + 60)) ip netns exec "$NS_A" iperf3 -c "$TUN_NET.2" -t "$total" -i 1 -J \
         --connect-timeout 5000 >"$WORK/storm-iperf3.json" 2>"$WORK/storm-iperf3.log" &
@@ -442,7 +465,7 @@ run_storm() {
     cpu1=$(cpu_ticks "$pid_b")
     stop_pids "$sampler"
     forget_pids "$sampler"
-    RES[storm,queue_max]=$(awk 'BEGIN {m = 0} $2 > m {m = $2} END {printf "%.0f", m / 1024}' "$WORK/storm-samples.txt")
+    RES[$label,queue_max]=$(awk 'BEGIN {m = 0} $2 > m {m = $2} END {printf "%.0f", m / 1024}' "$WORK/storm-samples.txt")
     note "B's UDP receive queue, KiB, once a second: $(awk 'NR % 5 == 1 {printf "%.0f ", $2 / 1024}' "$WORK/storm-samples.txt")"
     after_status=$(timeout 30 "$GW" status --json --config "$WORK/probe.toml" --socket "$WORK/storm-b.sock" | jq -c .counters)
     note "wg_load: $(jq -c '{handshakes, failed, initiations, retries, cookies_accepted, retried_with_mac2, handshake_ms_p50, handshake_ms_p99, storm: .storm.handshakes_per_second}' "$WORK/storm-load.json" 2>/dev/null || echo 'no summary')"
@@ -452,8 +475,8 @@ run_storm() {
     forget_pids "$iperf_pid"
 
     # B's CPU during the storm, in % of one core.
-    RES[storm,cpu_b]=$(awk -v t=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v ms=$((t1 - t0)) 'BEGIN { printf "%.0f", 100 * t / hz / (ms / 1000) }')
-    RES[storm,counters]=$(jq -n -c --argjson a "$before_status" --argjson b "$after_status" \
+    RES[$label,cpu_b]=$(awk -v t=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v ms=$((t1 - t0)) 'BEGIN { printf "%.0f", 100 * t / hz / (ms / 1000) }')
+    RES[$label,counters]=$(jq -n -c --argjson a "$before_status" --argjson b "$after_status" \
         '{cookie_replies_sent: ($b.cookie_replies_sent - $a.cookie_replies_sent),
           handshake_rate_limited: ($b.handshake_rate_limited - $a.handshake_rate_limited)}' 2>/dev/null || echo '{}')
 
@@ -462,16 +485,16 @@ run_storm() {
     s0=$(jq '.storm.first_initiation_unix_ms // empty' "$WORK/storm-load.json" 2>/dev/null || true)
     s1=$(jq '.storm.last_handshake_unix_ms // empty' "$WORK/storm-load.json" 2>/dev/null || true)
     if [[ -z $s0 || -z $s1 ]]; then
-        NA[storm]="wg_load completed no handshake (see $WORK/storm-load.log)"
-        note "${NA[storm]}"
+        NA[$label]="wg_load completed no handshake (see $WORK/storm-load.log)"
+        note "${NA[$label]}"
     else
-        RES[storm,handshakes]=$(jq '.handshakes' "$WORK/storm-load.json")
-        RES[storm,rate]=$(jq '.storm.handshakes_per_second' "$WORK/storm-load.json")
+        RES[$label,handshakes]=$(jq '.handshakes' "$WORK/storm-load.json")
+        RES[$label,rate]=$(jq '.storm.handshakes_per_second' "$WORK/storm-load.json")
         # Full seconds only: the last one is cut short by the end of the storm.
-        RES[storm,slowest_second]=$(jq '.storm.handshakes_by_second | .[0:-1] | min // 0' "$WORK/storm-load.json")
-        RES[storm,cookies]=$(jq '.cookies_accepted' "$WORK/storm-load.json")
-        RES[storm,p99]=$(jq '.handshake_ms_p99' "$WORK/storm-load.json")
-        RES[storm,window]=$(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.1f", (b - a) / 1000 }')
+        RES[$label,slowest_second]=$(jq '.storm.handshakes_by_second | .[0:-1] | min // 0' "$WORK/storm-load.json")
+        RES[$label,cookies]=$(jq '.cookies_accepted' "$WORK/storm-load.json")
+        RES[$label,p99]=$(jq '.handshake_ms_p99' "$WORK/storm-load.json")
+        RES[$label,window]=$(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.1f", (b - a) / 1000 }')
     fi
     if jq -e '.intervals | length > 0' "$WORK/storm-iperf3.json" >/dev/null 2>&1 && [[ -n $s0 ]]; then
         # Each 1-s interval by where it lies: before the storm (skipping the first second, slow
@@ -487,16 +510,19 @@ run_storm() {
                ($iv | map(select(.g < 0.001)) | length)]
             | map(if . == null then "nan" else tostring end) | join(" ")' "$WORK/storm-iperf3.json" \
             >"$WORK/storm-iperf3.summary"
-        read -r RES[storm,before] RES[storm,during] RES[storm,during_min] RES[storm,during_n] \
-            RES[storm,after] RES[storm,stalls] <"$WORK/storm-iperf3.summary"
-        RES[storm,retransmits]=$(jq '.end.sum_sent.retransmits // 0' "$WORK/storm-iperf3.json")
-        note "iperf3 Gbit/s: before ${RES[storm,before]}, during ${RES[storm,during]} (slowest second ${RES[storm,during_min]}, ${RES[storm,during_n]} s), after ${RES[storm,after]}"
+        local before during during_min during_n after stalls
+        read -r before during during_min during_n after stalls <"$WORK/storm-iperf3.summary"
+        RES[$label,before]=$before RES[$label,during]=$during RES[$label,during_min]=$during_min
+        RES[$label,during_n]=$during_n RES[$label,after]=$after RES[$label,stalls]=$stalls
+        RES[$label,retransmits]=$(jq '.end.sum_sent.retransmits // 0' "$WORK/storm-iperf3.json")
+        note "iperf3 Gbit/s: before ${RES[$label,before]}, during ${RES[$label,during]} (slowest second ${RES[$label,during_min]}, ${RES[$label,during_n]} s), after ${RES[$label,after]}"
     else
-        NA[storm]="${NA[storm]:-iperf3 gave no intervals (see $WORK/storm-iperf3.log)}"
-        note "${NA[storm]}"
+        NA[$label]="${NA[$label]:-iperf3 gave no intervals (see $WORK/storm-iperf3.log)}"
+        note "${NA[$label]}"
     fi
-    stop_pids "${pids[@]}"
-    forget_pids "${pids[@]}"
+    stop_pids "${pids[@]}" "${busy[@]}"
+    forget_pids "${pids[@]}" "${busy[@]}"
+    remove_namespaces "$NS_A" "$NS_B" "$NS_C"
 }
 
 START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -512,8 +538,14 @@ if wants clients; then
     say "Start-up and memory: 1 and $PEERS [[client]]s with a [pool], $REPEAT start-ups each"
     run_startup client || true
 fi
+STORMS=()
 if wants storm; then
-    run_storm || true
+    if [[ -n $BASELINE ]]; then
+        STORMS+=(baseline)
+        run_storm baseline "$BASELINE" || true
+    fi
+    STORMS+=(storm)
+    run_storm storm "$GW" || true
 fi
 END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -525,7 +557,7 @@ ms_cell() { # key -> "median (min–max) ms"
     if [[ $REPEAT -eq 1 ]]; then printf '%s ms' "$med"; else printf '%s ms (%s–%s)' "$med" "$min" "$max"; fi
 }
 verdict() { # value op limit -> yes/no/n/a
-    [[ -z $1 || $1 == nan || $1 == null ]] && { echo "n/a"; return; }
+    [[ -z $1 || $1 == nan || $1 == null || -z $3 ]] && { echo "n/a"; return; }
     awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN { ok = (op == "<") ? v < l : v >= l; print ok ? "yes" : "**no**" }'
 }
 num() { local v=${RES[$1]:-}; [[ -z $v || $v == nan ]] && echo "n/a" || echo "$v"; }
@@ -539,6 +571,7 @@ MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     echo "Machine: $(nproc) CPUs, ${MODEL:-unknown CPU}, Linux $(uname -r); load average $START_LOAD at start, $END_LOAD at end."
     echo "sitelink $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'), release build. Start-up: exec of \`sitelink-gateway up\` until its control socket answers \`status\`, $REPEAT runs, median (min–max)."
     echo "Memory per idle peer: (value with $PEERS - value with 1) / $((PEERS - 1)), idle, after one \`status\`."
+    ((BUSY > 0)) && echo "During each storm, $BUSY busy-looping processes competed for the CPUs (--busy $BUSY)."
     echo
     echo "| measure | target | measured | met |"
     echo "|---|---|---|---|"
@@ -556,16 +589,23 @@ MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
         echo "| memory per idle client, VmRSS | < 4 KiB | $(num client,per_rss) B (${RES[client-1,rss]:-?} → ${RES[client-$PEERS,rss]:-?} kB) | $(verdict "${RES[client,per_rss]:-}" "<" 4096) |"
         echo "| memory per idle client, private | < 4 KiB | $(num client,per_private) B | $(verdict "${RES[client,per_private]:-}" "<" 4096) |"
     fi
-    if wants storm; then
-        echo "| handshakes answered per second ($PEERS peers, offered $RATE/s) | ≥ $RATE/s | $(num storm,rate)/s over $(num storm,window) s; slowest full second $(num storm,slowest_second); $(num storm,handshakes) of $PEERS completed | $(verdict "${RES[storm,rate]:-}" ">=" "$(awk -v r="$RATE" 'BEGIN { print r * 0.95 }')") |"
-        echo "| iperf3 A → B before the storm | – | $(gbit storm,before) Gbit/s | – |"
-        echo "| iperf3 A → B during the storm | keeps running | $(gbit storm,during) Gbit/s, slowest second $(gbit storm,during_min) Gbit/s | $(verdict "${RES[storm,during_min]:-}" ">=" 0.01) |"
-        echo "| iperf3 A → B after the storm | – | $(gbit storm,after) Gbit/s | – |"
+    for l in "${STORMS[@]}"; do
+        tag=""
+        [[ $l == baseline ]] && tag=" (baseline)"
+        echo "| handshakes answered per second$tag ($PEERS peers, offered $RATE/s) | ≥ $RATE/s | $(num "$l,rate")/s over $(num "$l,window") s; slowest full second $(num "$l,slowest_second"); $(num "$l,handshakes") of $PEERS completed | $(verdict "${RES[$l,rate]:-}" ">=" "$(awk -v r="$RATE" 'BEGIN { print r * 0.95 }')") |"
+        echo "| iperf3 A → B before / after the storm$tag | – | $(gbit "$l,before") / $(gbit "$l,after") Gbit/s | – |"
+        floor=$(awk -v b="${RES[$l,before]:-nan}" 'BEGIN { if (b == "nan") print ""; else print b / 10 }')
+        echo "| iperf3 A → B during the storm$tag | keeps running: no second under 10% of before | $(gbit "$l,during") Gbit/s, slowest second $(gbit "$l,during_min") Gbit/s | $(verdict "${RES[$l,during_min]:-}" ">=" "$floor") |"
+    done
+    if [[ ${#STORMS[@]} -gt 0 ]]; then
         echo
-        echo "Storm details: $(num storm,cookies) handshakes needed a cookie round trip; p99 handshake time $(num storm,p99) ms;" \
-            "B's counters during the storm ${RES[storm,counters]:-n/a}; B used $(num storm,cpu_b)% of a core; most bytes waiting in B's UDP socket $(num storm,queue_max) KiB;" \
-            "iperf3 1-s intervals under 1 Mbit/s in the whole run: $(num storm,stalls); retransmits $(num storm,retransmits)."
-        echo "Handshakes answered per second = completed handshakes / (last response - first initiation); an interval counts as during the storm when it lies entirely inside that window. Met (≥) allows 5% for the run's start and end."
+        for l in "${STORMS[@]}"; do
+            echo "Storm details ($([[ $l == baseline ]] && echo "baseline: $BASELINE" || echo "sitelink")): $(num "$l,cookies") handshakes needed a cookie round trip; p99 handshake time $(num "$l,p99") ms;" \
+                "B's counters during the storm ${RES[$l,counters]:-n/a}; B used $(num "$l,cpu_b")% of a core; most bytes waiting in B's UDP socket $(num "$l,queue_max") KiB;" \
+                "iperf3 1-s intervals under 1 Mbit/s in the whole run: $(num "$l,stalls"); retransmits $(num "$l,retransmits")."
+            echo
+        done
+        echo "Handshakes answered per second = completed handshakes / (last response - first initiation); met (≥) allows 5% for the run's start and end. An iperf3 1-s interval counts as during the storm when it lies entirely inside that window; a second under 10% of the mean before the storm counts as a stall."
     fi
     for phase in "${!NA[@]}"; do
         echo "- $phase: ${NA[$phase]}"

@@ -21,6 +21,9 @@ pub struct Counters {
     pub handshake_rate_limited: u64,
     /// Cookie replies sent to initiators while under load.
     pub cookie_replies_sent: u64,
+    /// Handshake initiations dropped because too many were already waiting to be answered (a
+    /// storm; their initiators retry).
+    pub handshake_queue_dropped: u64,
     /// Packets read from the TUN device.
     pub tx_packets: u64,
     /// Packets from the TUN device that are not valid IP packets.

@@ -9,8 +9,16 @@
 //!
 //! and every call writes its results through a [`Sink`]: datagrams to send and packets to write to
 //! the TUN device. The sink borrows the gateway's scratch buffer, so nothing is allocated per packet.
+//!
+//! Handshake initiations cost several Diffie-Hellman operations each (about 0.3 ms), data packets
+//! a few microseconds, and both arrive on the same socket. So that a storm of initiations cannot
+//! hold up the data read with them, only [`INLINE_INITIATIONS`] initiations per batch (datagrams
+//! handed over with the same `now`) are answered at once; the rest wait in a bounded queue that
+//! [`Gateway::handle_timeout`] answers [`INITIATIONS_PER_TIMEOUT`] at a time, with
+//! [`Gateway::poll_timeout`] in the past while any wait. The cheap checks (per-source limit, mac1,
+//! the cookie reply under load) still run on arrival.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +54,15 @@ pub const TIMER_TICK: Duration = Duration::from_millis(250);
 const COOKIE_REPLY_TYPE: u8 = 3;
 /// Largest datagram or inner packet handled, plus WireGuard's overhead.
 const BUF_LEN: usize = 65_535 + 64;
+/// Handshake initiations answered at once per batch of received datagrams (one `now`).
+pub const INLINE_INITIATIONS: u32 = 2;
+/// Waiting handshake initiations answered per call of [`Gateway::handle_timeout`].
+pub const INITIATIONS_PER_TIMEOUT: usize = 8;
+/// Most handshake initiations waiting to be answered; more are dropped (their initiators retry).
+/// About a second of work on one core; the Linux kernel keeps up to 4096.
+pub const MAX_PENDING_INITIATIONS: usize = 1024;
+/// Size of a handshake initiation.
+const INIT_LEN: usize = 148;
 
 /// Index of a peer in the gateway; also the upper 24 bits of its WireGuard session indices.
 pub type PeerId = u32;
@@ -112,6 +129,18 @@ pub struct Gateway {
     next_second: Instant,
     buf: Box<[u8]>,
     nat: Option<Box<nat::GatewayNat>>,
+    /// Initiations that passed the cheap checks, waiting for their Diffie-Hellman work.
+    pending_inits: VecDeque<PendingInit>,
+    /// The batch (`now`) of the last initiation answered at once, and how many it had.
+    inline_batch: Option<Instant>,
+    inline_count: u32,
+}
+
+/// A handshake initiation waiting to be answered.
+struct PendingInit {
+    src: SocketAddr,
+    queued_at: Instant,
+    datagram: [u8; INIT_LEN],
 }
 
 impl Gateway {
@@ -136,6 +165,9 @@ impl Gateway {
             next_second: now + Duration::from_secs(1),
             buf: vec![0u8; BUF_LEN].into_boxed_slice(),
             nat: None,
+            pending_inits: VecDeque::new(),
+            inline_batch: None,
+            inline_count: 0,
         }
     }
 
@@ -314,7 +346,8 @@ impl Gateway {
         }
     }
 
-    /// Handles one datagram received from `src` on the UDP socket.
+    /// Handles one datagram received from `src` on the UDP socket. A handshake initiation may be
+    /// answered later, from [`Gateway::handle_timeout`] (see the module documentation).
     pub fn handle_datagram(
         &mut self,
         src: SocketAddr,
@@ -331,18 +364,92 @@ impl Gateway {
                 return;
             }
         };
-        let is_init = matches!(packet, Packet::HandshakeInit(_));
         let id = match packet {
-            Packet::HandshakeInit(ref init) => {
-                match self.identify_initiator(src, datagram, init, now, sink) {
-                    Some(id) => id,
-                    None => return,
+            Packet::HandshakeInit(_) => {
+                if self.admit_initiation(src, datagram, now, sink) {
+                    if self.pending_inits.is_empty() && self.inline_allowed(now) {
+                        self.answer_initiation(src, datagram, now, sink);
+                    } else {
+                        self.defer_initiation(src, datagram, now);
+                    }
                 }
+                return;
             }
             Packet::HandshakeResponse(ref p) => p.receiver_idx >> 8,
             Packet::PacketCookieReply(ref p) => p.receiver_idx >> 8,
             Packet::PacketData(ref p) => p.receiver_idx >> 8,
         };
+        self.handle_for_peer(id, false, src, datagram, now, sink);
+    }
+
+    /// Whether one more initiation of the batch received at `now` may be answered at once.
+    fn inline_allowed(&mut self, now: Instant) -> bool {
+        if self.inline_batch != Some(now) {
+            self.inline_batch = Some(now);
+            self.inline_count = 0;
+        }
+        self.inline_count += 1;
+        self.inline_count <= INLINE_INITIATIONS
+    }
+
+    /// Queues an admitted initiation for [`Gateway::handle_timeout`], or drops it when the queue
+    /// is full.
+    fn defer_initiation(&mut self, src: SocketAddr, datagram: &[u8], now: Instant) {
+        let Ok(bytes) = <[u8; INIT_LEN]>::try_from(datagram) else {
+            self.counters.rx_malformed += 1;
+            return;
+        };
+        if self.pending_inits.len() >= MAX_PENDING_INITIATIONS {
+            self.counters.handshake_queue_dropped += 1;
+            trace!(%src, "handshake queue full: initiation dropped");
+            return;
+        }
+        self.pending_inits.push_back(PendingInit {
+            src,
+            queued_at: now,
+            datagram: bytes,
+        });
+    }
+
+    /// Finds the initiator of an admitted initiation by its static key and answers it.
+    fn answer_initiation(
+        &mut self,
+        src: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        sink: &mut impl Sink,
+    ) {
+        let Ok(Packet::HandshakeInit(init)) = Tunn::parse_incoming_packet(datagram) else {
+            self.counters.rx_malformed += 1;
+            return;
+        };
+        let half = match parse_handshake_anon(&self.static_secret, &self.static_public, &init) {
+            Ok(h) => h,
+            Err(e) => {
+                count_error(&mut self.counters, &e);
+                return;
+            }
+        };
+        let key = PublicKey::from_bytes(half.peer_static_public);
+        let Some(&id) = self.by_key.get(&key) else {
+            self.counters.rx_unknown_peer += 1;
+            debug!(%src, %key, "handshake from unknown key ignored");
+            return;
+        };
+        self.handle_for_peer(id, true, src, datagram, now, sink);
+    }
+
+    /// Hands a datagram to the state machine of peer `id` (an initiation only once its sender
+    /// is known to be that peer) and writes out what comes of it.
+    fn handle_for_peer(
+        &mut self,
+        id: PeerId,
+        is_init: bool,
+        src: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        sink: &mut impl Sink,
+    ) {
         let Some(peer) = self.peers.get_mut(id as usize).and_then(Option::as_mut) else {
             self.counters.rx_unknown_peer += 1;
             return;
@@ -438,59 +545,46 @@ impl Gateway {
         }
     }
 
-    /// For a handshake initiation: applies the per-source limit and the cookie mechanism, then
-    /// finds the initiator's static key. Returns the peer to hand the message to.
-    fn identify_initiator(
+    /// The cheap checks on a handshake initiation, on arrival: the per-source limit, mac1 and,
+    /// under load, mac2 (answering with a cookie reply when it is missing). Returns whether the
+    /// initiation may go on to the Diffie-Hellman work.
+    fn admit_initiation(
         &mut self,
         src: SocketAddr,
         datagram: &[u8],
-        init: &boringtun::noise::HandshakeInit<'_>,
         now: Instant,
         sink: &mut impl Sink,
-    ) -> Option<PeerId> {
+    ) -> bool {
         if !self.source_limiter.allow(src.ip(), now) {
             self.counters.handshake_rate_limited += 1;
-            return None;
+            return false;
         }
-        // Checks mac1 and, under load, mac2; answers with a cookie when mac2 is missing.
         match self
             .rate_limiter
             .verify_packet(Some(src.ip()), datagram, &mut self.buf)
         {
-            Ok(_) => {}
+            Ok(_) => true,
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 self.counters.cookie_replies_sent += 1;
                 sink.send_to(src, cookie);
-                return None;
+                false
             }
             Err(TunnResult::Err(e)) => {
                 count_error(&mut self.counters, &e);
-                return None;
+                false
             }
-            Err(_) => return None,
-        }
-        let half = match parse_handshake_anon(&self.static_secret, &self.static_public, init) {
-            Ok(h) => h,
-            Err(e) => {
-                count_error(&mut self.counters, &e);
-                return None;
-            }
-        };
-        let key = PublicKey::from_bytes(half.peer_static_public);
-        match self.by_key.get(&key) {
-            Some(&id) => Some(id),
-            None => {
-                self.counters.rx_unknown_peer += 1;
-                debug!(%src, %key, "handshake from unknown key ignored");
-                None
-            }
+            Err(_) => false,
         }
     }
 
     /// The next instant at which [`Gateway::handle_timeout`] wants to run.
     #[must_use]
     pub fn poll_timeout(&self) -> Instant {
-        let t = self.next_tick.min(self.next_second);
+        let mut t = self.next_tick.min(self.next_second);
+        if let Some(p) = self.pending_inits.front() {
+            // In the past: answer the waiting initiations as soon as the driver comes round.
+            t = t.min(p.queued_at);
+        }
         match self.nat.as_ref().and_then(|n| n.poll_timeout()) {
             Some(n) => t.min(n),
             None => t,
@@ -500,6 +594,12 @@ impl Gateway {
     /// Services the tunnels' timers (handshake retries, rekeying, keepalives) and the rate
     /// limiters. Call when `now` reaches [`Gateway::poll_timeout`]; calling earlier is harmless.
     pub fn handle_timeout(&mut self, now: Instant, sink: &mut impl Sink) {
+        for _ in 0..INITIATIONS_PER_TIMEOUT {
+            let Some(p) = self.pending_inits.pop_front() else {
+                break;
+            };
+            self.answer_initiation(p.src, &p.datagram, now, sink);
+        }
         if let Some(nat) = &mut self.nat {
             nat.handle_timeout(now);
         }

@@ -321,3 +321,67 @@ fn peer_removal_and_duplicate_checks() {
     assert!(out.sent.is_empty());
     assert_eq!(p.a.counters().tx_no_route, 1);
 }
+
+#[test]
+fn initiation_storm_is_answered_a_slice_at_a_time() {
+    let b_key = PrivateKey::generate(&mut OsRng);
+    let now = Instant::now();
+    let mut b = Gateway::new(b_key.clone(), now);
+    let n = 20u8;
+    let mut inits = Vec::new();
+    for i in 0..n {
+        let key = PrivateKey::generate(&mut OsRng);
+        b.add_peer(PeerSpec {
+            name: format!("worker-{i}"),
+            public_key: key.public_key(),
+            preshared_key: None,
+            endpoint: None,
+            allowed_ips: vec![format!("10.9.0.{}/32", i + 1).parse().expect("p")],
+            persistent_keepalive: None,
+        })
+        .expect("add peer");
+        let mut initiator = Tunn::new(
+            key.to_static_secret(),
+            b_key.public_key().to_dalek(),
+            None,
+            None,
+            u32::from(i),
+            None,
+        );
+        let mut buf = [0u8; 256];
+        let TunnResult::WriteToNetwork(init) =
+            initiator.format_handshake_initiation(&mut buf, false)
+        else {
+            panic!("no initiation");
+        };
+        // One source each: the per-source limit is not what this is about.
+        inits.push((SocketAddr::from(([192, 0, 2, i + 1], 51820)), init.to_vec()));
+    }
+    let responses = |c: &Capture| c.sent.iter().filter(|(_, d)| d[0] == 2).count();
+
+    // One batch (one `now`): a few answered at once, the rest wait and make the timer due.
+    let mut at_once = Capture::default();
+    for (src, init) in &inits {
+        b.handle_datagram(*src, init, now, &mut at_once);
+    }
+    assert_eq!(responses(&at_once), INLINE_INITIATIONS as usize);
+    assert!(
+        b.poll_timeout() <= now,
+        "waiting initiations make the timer due"
+    );
+
+    // Each timeout answers a slice; until none wait, the timer stays due.
+    let mut later = Capture::default();
+    b.handle_timeout(now, &mut later);
+    assert_eq!(responses(&later), INITIATIONS_PER_TIMEOUT);
+    let mut rounds = 1;
+    while b.poll_timeout() <= now {
+        b.handle_timeout(now, &mut later);
+        rounds += 1;
+        assert!(rounds < 10, "the queue drains");
+    }
+    assert_eq!(responses(&at_once) + responses(&later), usize::from(n));
+    assert_eq!(b.counters().handshake_queue_dropped, 0);
+    // A later batch is answered at once again.
+    assert!(b.poll_timeout() > now);
+}
