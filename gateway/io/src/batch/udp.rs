@@ -10,8 +10,8 @@ use std::os::fd::AsRawFd;
 
 use anyhow::{Context, Result};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
-use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use tokio::net::UdpSocket;
 use tracing::{debug, info};
 
 use crate::udp::{bind_socket, canonical, setsockopt_int, wire_addr};
@@ -27,13 +27,9 @@ pub const MAX_GSO_SEGMENTS: usize = 64;
 pub const RECV_SLOT_BYTES: usize = 1 << 16;
 
 /// A UDP socket that moves many datagrams per system call.
-///
-/// Registered with the reactor for readability only: sends go straight to the kernel and never
-/// wait, so an interest in writability would only bring a wake-up (an `EPOLLOUT` edge) after
-/// every send, for nothing.
 #[derive(Debug)]
 pub struct BatchUdp {
-    socket: AsyncFd<std::net::UdpSocket>,
+    socket: UdpSocket,
     state: UdpSocketState,
     dual_stack: bool,
 }
@@ -42,19 +38,12 @@ impl BatchUdp {
     /// Binds `port` on all addresses (0 picks a free port). Must be called inside a tokio runtime.
     pub fn bind(port: u16) -> Result<Self> {
         let (socket, dual_stack) = bind_socket(port)?;
-        let socket: std::net::UdpSocket = socket.into();
-        socket
-            .set_nonblocking(true)
-            .context("cannot make the UDP socket non-blocking")?;
+        let socket = UdpSocket::from_std(socket.into()).context("cannot register UDP socket")?;
         let state = UdpSocketState::new((&socket).into())
             .context("cannot set up the UDP socket for GSO/GRO")?;
         restore_defaults(&socket, dual_stack);
-        // SAFETY: `socket` is an owned `std::net::UdpSocket`, moved into the `AsyncFd`: its
-        // descriptor is open, stays open and is the same for as long as the `AsyncFd` owns it.
-        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
-            .map_err(|e| anyhow::anyhow!("cannot register UDP socket: {e}"))?;
         info!(
-            port = socket.get_ref().local_addr().map(|a| a.port()).unwrap_or(0),
+            port = socket.local_addr().map(|a| a.port()).unwrap_or(0),
             dual_stack,
             gso_segments = state.max_gso_segments(),
             gro_segments = state.gro_segments(),
@@ -69,12 +58,12 @@ impl BatchUdp {
 
     /// The local port.
     pub fn local_port(&self) -> io::Result<u16> {
-        Ok(self.socket.get_ref().local_addr()?.port())
+        Ok(self.socket.local_addr()?.port())
     }
 
     /// The local address (the unspecified address and the bound port).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.get_ref().local_addr()
+        self.socket.local_addr()
     }
 
     /// Whether IPv4 peers are reached through IPv4-mapped IPv6 addresses.
@@ -96,7 +85,7 @@ impl BatchUdp {
     /// Waits until a datagram may be waiting. Cancel safe; may wake spuriously, after which
     /// [`BatchUdp::try_recv`] returns `WouldBlock`.
     pub async fn readable(&self) -> io::Result<()> {
-        self.socket.readable().await.map(drop)
+        self.socket.readable().await
     }
 
     /// Receives up to `rx`'s capacity of messages with one `recvmmsg`, replacing what `rx` held;
@@ -108,8 +97,9 @@ impl BatchUdp {
         let mut slots = rx.buf.chunks_mut(RECV_SLOT_BYTES);
         let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
             std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
-        let n = self.socket.try_io(Interest::READABLE, |socket| {
-            self.state.recv(socket.into(), &mut iovs, &mut rx.meta)
+        let n = self.socket.try_io(Interest::READABLE, || {
+            self.state
+                .recv((&self.socket).into(), &mut iovs, &mut rx.meta)
         })?;
         rx.messages = n;
         Ok(rx.datagram_count())
@@ -118,7 +108,7 @@ impl BatchUdp {
     /// Receives a batch, waiting for one. Cancel safe: nothing is lost if the future is dropped.
     pub async fn recv(&self, rx: &mut UdpRx) -> io::Result<usize> {
         loop {
-            drop(self.socket.readable().await?);
+            self.socket.readable().await?;
             match self.try_recv(rx) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 other => return other,
@@ -180,7 +170,7 @@ impl BatchUdp {
     /// once, and again after any `EAGAIN` until the kernel signals room, while a sink that never
     /// waits only wants the kernel's answer.
     fn send_one(&self, transmit: &Transmit<'_>) -> io::Result<()> {
-        self.state.try_send(self.socket.get_ref().into(), transmit)
+        self.state.try_send((&self.socket).into(), transmit)
     }
 }
 
@@ -188,7 +178,7 @@ impl BatchUdp {
 /// `IP_PMTUDISC_PROBE` / `IPV6_DONTFRAG` (which turn an oversize datagram into `EMSGSIZE` instead
 /// of a fragment, as the kernel's default and today's socket allow) and `SO_TIMESTAMPNS` (which
 /// would timestamp every received packet for nothing).
-fn restore_defaults(socket: &std::net::UdpSocket, dual_stack: bool) {
+fn restore_defaults(socket: &UdpSocket, dual_stack: bool) {
     let fd = socket.as_raw_fd();
     let mut opts = vec![
         (
