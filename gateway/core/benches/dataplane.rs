@@ -19,17 +19,19 @@
 //! Each benchmark measures for 3 s after 1 s of warm-up; the whole run takes about half a
 //! minute. Throughput is reported both in packets (lookups) per second and bytes per second.
 
+#[path = "../tests/support/gateway_pair.rs"]
+mod gateway_pair;
+
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use boringtun::noise::{Tunn, TunnResult};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use gateway_pair::{net, socket, MemSink, Pair, A_WAN, LAN_A_HOST, LAN_B_HOST};
 use ipnet::{IpNet, Ipv4Net};
 use rand_core::OsRng;
-use sitelink_core::gateway::{Gateway, Sink};
 use sitelink_core::keys::PrivateKey;
-use sitelink_core::peer::PeerSpec;
 use sitelink_core::routing::PrefixTable;
 
 /// Inner packet size: the tunnel MTU, so the datagram is 1452 bytes (+32 of WireGuard).
@@ -38,19 +40,6 @@ const PACKET_LEN: usize = 1420;
 const CHUNK: usize = 1024;
 /// Prefixes in the routing table benchmark.
 const PREFIXES: usize = 10_000;
-
-const A_WAN: &str = "198.51.100.1:51820";
-const B_WAN: &str = "198.51.100.2:51820";
-const LAN_A_HOST: [u8; 4] = [192, 168, 10, 10];
-const LAN_B_HOST: [u8; 4] = [192, 168, 20, 10];
-
-fn socket(s: &str) -> SocketAddr {
-    s.parse().expect("constant socket address")
-}
-
-fn net(s: &str) -> IpNet {
-    s.parse().expect("constant prefix")
-}
 
 /// An IPv4/UDP packet of exactly `PACKET_LEN` bytes from `src` to `dst` (checksums zero: nothing
 /// on this path verifies them).
@@ -72,115 +61,6 @@ fn ipv4_packet(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     p
 }
 
-/// Keeps the last datagram (for feeding the other gateway) and what went to the TUN device, in
-/// buffers allocated once: a real driver's cost per packet is a copy into the kernel, this is a
-/// copy into memory.
-#[derive(Default)]
-struct MemSink {
-    datagram: Vec<u8>,
-    datagram_dst: Option<SocketAddr>,
-    datagrams: usize,
-    tun: Vec<u8>,
-    tun_packets: usize,
-}
-
-impl MemSink {
-    fn with_capacity() -> Self {
-        Self {
-            datagram: Vec::with_capacity(65_536),
-            tun: Vec::with_capacity(65_536),
-            ..Self::default()
-        }
-    }
-}
-
-impl Sink for MemSink {
-    fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) {
-        self.datagram.clear();
-        self.datagram.extend_from_slice(datagram);
-        self.datagram_dst = Some(dst);
-        self.datagrams += 1;
-    }
-
-    fn write_tun(&mut self, packet: &[u8]) {
-        self.tun.clear();
-        self.tun.extend_from_slice(packet);
-        self.tun_packets += 1;
-    }
-}
-
-/// Collects every datagram, for the handshake.
-#[derive(Default)]
-struct Outbox(Vec<Vec<u8>>, usize);
-
-impl Sink for Outbox {
-    fn send_to(&mut self, _dst: SocketAddr, datagram: &[u8]) {
-        self.0.push(datagram.to_vec());
-    }
-    fn write_tun(&mut self, _packet: &[u8]) {
-        self.1 += 1;
-    }
-}
-
-/// Gateway A (LAN 192.168.10.0/24) and gateway B (LAN 192.168.20.0/24) with a completed
-/// handshake, A having sent one packet to B.
-struct Pair {
-    a: Gateway,
-    b: Gateway,
-    now: Instant,
-}
-
-impl Pair {
-    fn new() -> Self {
-        let a_key = PrivateKey::generate(&mut OsRng);
-        let b_key = PrivateKey::generate(&mut OsRng);
-        let now = Instant::now();
-        let mut a = Gateway::new(a_key.clone(), now);
-        let mut b = Gateway::new(b_key.clone(), now);
-        a.add_peer(PeerSpec {
-            name: "office-b".into(),
-            public_key: b_key.public_key(),
-            preshared_key: None,
-            endpoint: Some(socket(B_WAN)),
-            allowed_ips: vec![net("10.77.0.2/32"), net("192.168.20.0/24")],
-            persistent_keepalive: None,
-        })
-        .expect("add peer B to A");
-        b.add_peer(PeerSpec {
-            name: "office-a".into(),
-            public_key: a_key.public_key(),
-            preshared_key: None,
-            endpoint: Some(socket(A_WAN)),
-            allowed_ips: vec![net("10.77.0.1/32"), net("192.168.10.0/24")],
-            persistent_keepalive: None,
-        })
-        .expect("add peer A to B");
-
-        // The first packet queues behind a handshake initiation; pass datagrams back and forth
-        // until both sides are quiet, then check the queued packet came through.
-        let mut pair = Self { a, b, now };
-        let mut to_b = Outbox::default();
-        pair.a
-            .handle_tun_packet(&ipv4_packet(LAN_A_HOST, LAN_B_HOST), now, &mut to_b);
-        let mut delivered = 0;
-        for _ in 0..8 {
-            let mut to_a = Outbox::default();
-            for d in to_b.0.drain(..) {
-                pair.b.handle_datagram(socket(A_WAN), &d, now, &mut to_a);
-            }
-            delivered += to_a.1;
-            for d in to_a.0.drain(..) {
-                pair.a.handle_datagram(socket(B_WAN), &d, now, &mut to_b);
-            }
-            if to_b.0.is_empty() {
-                break;
-            }
-        }
-        assert_eq!(delivered, 1, "handshake did not complete in memory");
-        pair
-    }
-}
-
 fn gateway(c: &mut Criterion) {
     let packet = ipv4_packet(LAN_A_HOST, LAN_B_HOST);
     let mut group = c.benchmark_group("gateway");
@@ -189,16 +69,16 @@ fn gateway(c: &mut Criterion) {
         bytes: PACKET_LEN as u64,
     });
 
-    let mut p = Pair::new();
-    let mut sink = MemSink::with_capacity();
+    let mut p = Pair::new(&packet, |_, _| {});
+    let mut sink = MemSink::new();
     group.bench_function("encapsulate", |bench| {
         bench.iter(|| p.a.handle_tun_packet(black_box(&packet), p.now, &mut sink));
     });
     assert!(sink.datagrams > 0 && sink.datagram.len() == PACKET_LEN + 32);
 
-    let mut p = Pair::new();
-    let mut sealed = MemSink::with_capacity();
-    let mut sink = MemSink::with_capacity();
+    let mut p = Pair::new(&packet, |_, _| {});
+    let mut sealed = MemSink::new();
+    let mut sink = MemSink::new();
     let mut batch: Vec<Vec<u8>> = (0..CHUNK)
         .map(|_| Vec::with_capacity(PACKET_LEN + 32))
         .collect();
@@ -229,9 +109,9 @@ fn gateway(c: &mut Criterion) {
         "B did not deliver A's packets"
     );
 
-    let mut p = Pair::new();
-    let mut to_b = MemSink::with_capacity();
-    let mut to_tun = MemSink::with_capacity();
+    let mut p = Pair::new(&packet, |_, _| {});
+    let mut to_b = MemSink::new();
+    let mut to_tun = MemSink::new();
     group.bench_function("roundtrip", |bench| {
         bench.iter(|| {
             p.a.handle_tun_packet(black_box(&packet), p.now, &mut to_b);

@@ -8,16 +8,17 @@
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "support/gateway_pair.rs"]
+mod gateway_pair;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use counting_alloc::{allocations_in, Counting};
+use gateway_pair::{socket, MemSink, Pair, A_WAN, B_WAN, LAN_A_HOST, LAN_B_HOST};
 use ipnet::{IpNet, Ipv4Net};
-use sitelink_core::gateway::{Gateway, Sink};
-use sitelink_core::keys::PrivateKey;
+use sitelink_core::gateway::Sink;
 use sitelink_core::nat::{Nat, NatConfig, Verdict};
-use sitelink_core::peer::PeerSpec;
 use sitelink_core::routing::PrefixTable;
 
 #[global_allocator]
@@ -32,20 +33,8 @@ const FULL: usize = 1420;
 /// A bare TCP ACK with timestamps.
 const SMALL: usize = 52;
 
-const A_WAN: &str = "198.51.100.1:51820";
-const B_WAN: &str = "198.51.100.2:51820";
-const LAN_A_HOST: [u8; 4] = [192, 168, 10, 10];
-const LAN_B_HOST: [u8; 4] = [192, 168, 20, 10];
 /// Gateway B's own LAN address: its masquerade pool in the NAT test.
 const LAN_B_GATEWAY: [u8; 4] = [192, 168, 20, 1];
-
-fn socket(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap()
-}
 
 /// An IPv4/UDP packet of `len` bytes (at least 28) with correct checksums.
 fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, len: usize) -> Vec<u8> {
@@ -70,114 +59,14 @@ fn ends(p: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
     )
 }
 
-/// Keeps the last datagram and the last TUN packet in buffers reserved once; never allocates
-/// (every packet fits the reservation).
-struct MemSink {
-    datagram: Vec<u8>,
-    datagram_dst: Option<SocketAddr>,
-    datagrams: usize,
-    tun: Vec<u8>,
-    tun_packets: usize,
-}
-
-impl MemSink {
-    fn new() -> Self {
-        Self {
-            datagram: Vec::with_capacity(65_536),
-            datagram_dst: None,
-            datagrams: 0,
-            tun: Vec::with_capacity(65_536),
-            tun_packets: 0,
-        }
-    }
-}
-
-impl Sink for MemSink {
-    fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) {
-        self.datagram.clear();
-        self.datagram.extend_from_slice(datagram);
-        self.datagram_dst = Some(dst);
-        self.datagrams += 1;
-    }
-
-    fn write_tun(&mut self, packet: &[u8]) {
-        self.tun.clear();
-        self.tun.extend_from_slice(packet);
-        self.tun_packets += 1;
-    }
-}
-
-/// Collects every datagram, for the handshake (allocates; used before counting).
-#[derive(Default)]
-struct Outbox(Vec<Vec<u8>>, usize);
-
-impl Sink for Outbox {
-    fn send_to(&mut self, _dst: SocketAddr, datagram: &[u8]) {
-        self.0.push(datagram.to_vec());
-    }
-    fn write_tun(&mut self, _packet: &[u8]) {
-        self.1 += 1;
-    }
-}
-
-/// Gateway A (LAN 192.168.10.0/24) and gateway B (LAN 192.168.20.0/24) after a completed
-/// handshake.
-struct Pair {
-    a: Gateway,
-    b: Gateway,
-    now: Instant,
-}
-
-impl Pair {
-    fn new(b_nat: Option<&str>) -> Self {
-        let a_key = PrivateKey::from_bytes([0x11; 32]);
-        let b_key = PrivateKey::from_bytes([0x22; 32]);
-        let now = Instant::now();
-        let mut a = Gateway::new(a_key.clone(), now);
-        let mut b = Gateway::new(b_key.clone(), now);
-        a.add_peer(PeerSpec {
-            name: "office-b".into(),
-            public_key: b_key.public_key(),
-            preshared_key: None,
-            endpoint: Some(socket(B_WAN)),
-            allowed_ips: vec![net("10.77.0.2/32"), net("192.168.20.0/24")],
-            persistent_keepalive: None,
-        })
-        .unwrap();
-        b.add_peer(PeerSpec {
-            name: "office-a".into(),
-            public_key: a_key.public_key(),
-            preshared_key: None,
-            endpoint: Some(socket(A_WAN)),
-            allowed_ips: vec![net("10.77.0.1/32"), net("192.168.10.0/24")],
-            persistent_keepalive: None,
-        })
-        .unwrap();
+/// A and B after their handshake; B with the NAT rules `b_nat` (a `[nat]` section) if given.
+fn pair(b_nat: Option<&str>) -> Pair {
+    Pair::new(&udp(LAN_A_HOST, 1, LAN_B_HOST, 2, 100), |b, now| {
         if let Some(text) = b_nat {
             let config: NatConfig = toml::from_str(text).unwrap();
             b.set_nat(&config, 7, now).unwrap();
         }
-
-        // The first packet waits for the handshake; pass datagrams back and forth until quiet.
-        let mut to_b = Outbox::default();
-        a.handle_tun_packet(&udp(LAN_A_HOST, 1, LAN_B_HOST, 2, 100), now, &mut to_b);
-        let mut delivered = 0;
-        for _ in 0..8 {
-            let mut to_a = Outbox::default();
-            for d in to_b.0.drain(..) {
-                b.handle_datagram(socket(A_WAN), &d, now, &mut to_a);
-            }
-            delivered += to_a.1;
-            for d in to_a.0.drain(..) {
-                a.handle_datagram(socket(B_WAN), &d, now, &mut to_b);
-            }
-            if to_b.0.is_empty() {
-                break;
-            }
-        }
-        assert_eq!(delivered, 1, "handshake did not complete in memory");
-        Self { a, b, now }
-    }
+    })
 }
 
 /// One packet from A's LAN to B's TUN, then (if given) B's answer back to A's TUN. Advances
@@ -248,7 +137,7 @@ fn the_allocator_counts() {
 
 #[test]
 fn gateway_round_trips_allocate_nothing() {
-    let mut pair = Pair::new(None);
+    let mut pair = pair(None);
     let mut t = Traffic::new(&mut pair);
     let full_ab = udp(LAN_A_HOST, 40_000, LAN_B_HOST, 5201, FULL);
     let small_ab = udp(LAN_A_HOST, 40_000, LAN_B_HOST, 5201, SMALL);
@@ -281,7 +170,7 @@ fn gateway_round_trips_allocate_nothing() {
 /// in the NAT's established sessions outbound, and every answer inbound.
 #[test]
 fn gateway_round_trips_through_nat_allocate_nothing() {
-    let mut pair = Pair::new(Some(
+    let mut pair = pair(Some(
         "[[masquerade]]\nsource = [\"192.168.10.0/24\"]\npool = [\"192.168.20.1\"]\n",
     ));
     let mut t = Traffic::new(&mut pair);
