@@ -99,16 +99,7 @@ fn main() {
     let t1 = Instant::now();
     let mut gateway = Gateway::new(config.interface.private_key.clone(), t1);
     for p in &config.peers {
-        gateway
-            .add_peer(PeerSpec {
-                name: p.name.clone(),
-                public_key: p.public_key,
-                preshared_key: p.preshared_key.clone(),
-                endpoint: p.endpoint,
-                allowed_ips: p.allowed_ips.clone(),
-                persistent_keepalive: p.persistent_keepalive,
-            })
-            .expect("add peer");
+        gateway.add_peer(PeerSpec::from(p)).expect("add peer");
     }
     let built = t1.elapsed();
     let after_gateway = live();

@@ -32,6 +32,20 @@ pub struct PeerSpec {
     pub persistent_keepalive: Option<u16>,
 }
 
+impl From<&crate::config::PeerConfig> for PeerSpec {
+    /// A `[[peer]]` of the gateway's config file.
+    fn from(p: &crate::config::PeerConfig) -> Self {
+        Self {
+            name: p.name.clone(),
+            public_key: p.public_key,
+            preshared_key: p.preshared_key.clone(),
+            endpoint: p.endpoint,
+            allowed_ips: p.allowed_ips.clone(),
+            persistent_keepalive: p.persistent_keepalive,
+        }
+    }
+}
+
 /// A peer's live state.
 ///
 /// The WireGuard state machine (`Tunn`, about 11 KiB plus its queues, and a Diffie-Hellman to

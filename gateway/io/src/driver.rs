@@ -44,18 +44,7 @@ pub struct IoCounters {
 
 /// Builds the core's peer list from the config.
 pub fn peer_specs(config: &GatewayConfig) -> Vec<PeerSpec> {
-    config
-        .peers
-        .iter()
-        .map(|p| PeerSpec {
-            name: p.name.clone(),
-            public_key: p.public_key,
-            preshared_key: p.preshared_key.clone(),
-            endpoint: p.endpoint,
-            allowed_ips: p.allowed_ips.clone(),
-            persistent_keepalive: p.persistent_keepalive,
-        })
-        .collect()
+    config.peers.iter().map(PeerSpec::from).collect()
 }
 
 /// Runs the gateway described by `config` until `shutdown` resolves, then removes what it
