@@ -42,7 +42,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 ///
 /// The signals are awaited in a task of their own, and this future waits on a one-shot
 /// channel from it: a daemon's event loop polls its shutdown future at every wake-up, and a
-/// one-shot receiver costs one atomic load where polling two signal streams costs ~2,000
+/// one-shot receiver costs one atomic load where polling two signal streams costs ~1,800
 /// instructions (measured with callgrind: about a tenth of a packet's round trip).
 pub async fn shutdown_signal() {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
