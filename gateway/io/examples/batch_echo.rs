@@ -135,21 +135,21 @@ async fn tcp(args: &Args) -> Result<()> {
     let (rx0, _) = support::device_packets(tun.name())?;
     let (seconds, mss, v6) = (args.seconds, args.mss, args.v6);
     let allocs0 = allocations();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let client = std::thread::spawn(move || {
-        let r = support::transfer(support::TransferOpts {
-            for_time: Some(Duration::from_secs(seconds)),
-            mss,
-            v6,
-            ..support::TransferOpts::default()
-        });
-        let _ = done_tx.send(());
-        r
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = std::thread::spawn({
+        let done = std::sync::Arc::clone(&done);
+        move || {
+            let r = support::transfer(support::TransferOpts {
+                for_time: Some(Duration::from_secs(seconds)),
+                mss,
+                v6,
+                ..support::TransferOpts::default()
+            });
+            done.store(true, Ordering::Relaxed);
+            r
+        }
     });
-    let report = support::reflect(&tun, &udp, false, async {
-        let _ = done_rx.await;
-    })
-    .await?;
+    let report = support::reflect(&tun, &udp, false, &done, Duration::from_secs(seconds + 60))?;
     let allocs = allocations() - allocs0;
     let t = client
         .join()
@@ -239,18 +239,24 @@ async fn udp(args: &Args) -> Result<()> {
     let (mut received, mut bytes, mut recv_calls) = (0u64, 0u64, 0u64);
     let start = Instant::now();
     let allocs0 = allocations();
+    let mut poller = sitelink_io::poller::Poller::new()?;
+    poller.register(&receiver, sitelink_io::poller::UDP)?;
     loop {
-        match tokio::time::timeout(Duration::from_millis(200), receiver.recv(&mut rx)).await {
-            Ok(r) => {
-                r?;
+        match receiver.try_recv(&mut rx) {
+            Ok(_) => {
                 recv_calls += 1;
                 for (_, d) in rx.datagrams() {
                     received += 1;
                     bytes += d.len() as u64;
                 }
             }
-            Err(_) if stop_rx.try_recv().is_ok() => break,
-            Err(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if stop_rx.try_recv().is_ok() {
+                    break;
+                }
+                poller.wait(Some(Duration::from_millis(200)))?;
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     let elapsed = start.elapsed();

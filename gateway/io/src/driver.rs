@@ -1,5 +1,14 @@
-//! The gateway's event loop: one task that moves packets between the TUN device, the UDP socket
-//! and the sans-IO [`Gateway`], services its timers, and answers the control socket.
+//! The gateway's event loop, in two parts:
+//! - the **data path thread** owns the sans-IO [`Gateway`] (with the lease pool, hole punching
+//!   and STUN beside it, the [`Engine`]) and the devices: it waits in its own epoll set
+//!   ([`crate::poller`]) for the TUN device, the UDP socket, the next timer and a waker, and
+//!   answers control requests;
+//! - the **tokio side** does set-up and tear-down (netlink, nftables), listens on the control
+//!   socket, follows the UPnP mapping and waits for the shutdown signal, handing each to the
+//!   thread as a [`Command`].
+//!
+//! A packet therefore costs one `epoll_wait` return and its reads, not a trip through tokio's
+//! reactor and scheduler (see [`crate::poller`] for the measurement).
 //!
 //! How packets reach the devices (batched with offloads, or one per system call) is the
 //! [`datapath`]'s business; `SITELINK_DATAPATH=plain` picks the latter.
@@ -10,9 +19,11 @@ mod traversal;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime};
+use std::sync::mpsc::TryRecvError;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use ipnet::IpNet;
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
@@ -21,13 +32,14 @@ use sitelink_core::config::GatewayConfig;
 use sitelink_core::control::is_control_packet;
 use sitelink_core::gateway::{Gateway, Sink};
 use sitelink_core::peer::PeerSpec;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, trace, warn};
 
 use crate::control::{ControlServer, Request};
 use crate::lease_store::RedbStore;
 use crate::netlink::Netlink;
-use datapath::{Devices, Input};
+use crate::poller::Poller;
+use datapath::{Devices, Input, Side};
 pub use datapath::{Mode as DataPathMode, Report as DataPathReport, DATAPATH_ENV};
 use traversal::TraversalDriver;
 
@@ -80,7 +92,7 @@ pub async fn run_with_mapping(
             .with_context(|| format!("{}: [nat]", config.path.display()))?;
     }
 
-    let mut access = match &config.pool {
+    let access = match &config.pool {
         Some(pool) => {
             let store = RedbStore::open(&pool.store)?;
             let access = Access::new(
@@ -100,6 +112,13 @@ pub async fn run_with_mapping(
     let devices = Devices::open(&iface.name, iface.mtu, iface.listen_port, mode).await?;
     let listen_port = devices.local_port()?;
     let ifindex = devices.ifindex(&iface.name)?;
+    let poller = Poller::new().context("cannot create the data path's epoll set")?;
+    devices
+        .register(&poller)
+        .context("cannot add the TUN device and the UDP socket to the epoll set")?;
+    let waker = poller
+        .waker()
+        .context("cannot create the data path's waker")?;
     let netlink = Netlink::connect()?;
     let mut routes: Vec<IpNet> = config
         .peers
@@ -128,101 +147,57 @@ pub async fn run_with_mapping(
         }
     };
 
-    let mut traversal = TraversalDriver::new(&config, listen_port, Instant::now());
-    let mut tunnel_stun = stun::TunnelStun::new(&config, Instant::now());
+    let traversal = TraversalDriver::new(&config, listen_port, Instant::now());
+    let tunnel_stun = stun::TunnelStun::new(&config, Instant::now());
     if traversal.is_none() {
         // Nobody to offer the mapping to.
         mapped = None;
     }
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(16);
-    let control = ControlServer::start(&socket_path, req_tx)?;
-    info!(
-        interface = %iface.name,
-        listen_port,
-        public_key = %gateway.public_key(),
-        peers = gateway.peer_count(),
-        socket = %socket_path.display(),
-        "gateway up"
-    );
+    let started = ControlServer::start(&socket_path, req_tx).and_then(|control| {
+        info!(
+            interface = %iface.name,
+            listen_port,
+            public_key = %gateway.public_key(),
+            peers = gateway.peer_count(),
+            socket = %socket_path.display(),
+            "gateway up"
+        );
+        let engine = Engine {
+            gateway,
+            access,
+            traversal,
+            tunnel_stun,
+            ifname: iface.name.clone(),
+            listen_port,
+        };
+        let data_path = DataPathThread::spawn(engine, devices, iface.mtu, poller, waker)?;
+        Ok((control, data_path))
+    });
 
-    let mut io = devices.data_path(iface.mtu);
-    tokio::pin!(shutdown);
-    // One timer for the whole loop, moved only when the next deadline changes: a new `Sleep`
-    // per wake-up would enter and leave tokio's timer wheel on every packet.
-    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(gateway.poll_timeout()));
-    tokio::pin!(timer);
-    let result: Result<()> = loop {
-        let mut next = gateway.poll_timeout();
-        if let Some(access) = &access {
-            next = next.min(access.poll_timeout(Instant::now(), SystemTime::now()));
-        }
-        if let Some(t) = traversal.as_ref().and_then(TraversalDriver::poll_timeout) {
-            next = next.min(t);
-        }
-        if let Some(s) = &tunnel_stun {
-            next = next.min(s.poll_timeout());
-        }
-        let deadline = tokio::time::Instant::from_std(next);
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        tokio::select! {
-            () = &mut shutdown => break Ok(()),
-            // A TUN read error ends the loop; UDP errors (ICMP errors from earlier sends surface
-            // as ECONNREFUSED) are logged inside and yield nothing.
-            r = io.wait() => {
-                let fed = r.and_then(|ready| io.feed(ready, |input, now, sink| match input {
-                    Input::Tun(packet) => {
-                        let mut sink = TraversalDriver::sink(traversal.as_mut(), sink);
-                        gateway.handle_tun_packet(packet, now, &mut sink);
-                    }
-                    Input::Datagram(src, bytes) => {
-                        let taken = tunnel_stun.as_mut().is_some_and(|s| s.handle_datagram(src, bytes, now))
-                            || traversal.as_mut().is_some_and(|t| t.handle_datagram(&mut gateway, src, bytes, now, sink));
-                        if !taken {
-                            let mut sink = TraversalDriver::sink(traversal.as_mut(), sink);
-                            handle_datagram(&mut gateway, access.as_mut(), src, bytes, now, &mut sink);
-                        }
-                    }
-                }));
-                if let Err(e) = fed {
-                    break Err(e);
+    let (result, devices, control) = match started {
+        Ok((control, mut data_path)) => {
+            tokio::pin!(shutdown);
+            let ended = loop {
+                tokio::select! {
+                    () = &mut shutdown => break None,
+                    // The thread ended by itself: a TUN read error, or a panic.
+                    done = data_path.done() => break Some(done),
+                    Some(req) = req_rx.recv() => data_path.command(Command::Request(req)),
+                    changed = mapping_changed(mapped.as_mut()) => match changed {
+                        Some(external) => data_path.command(Command::Mapped(external)),
+                        // The UPnP task ended: no more changes.
+                        None => mapped = None,
+                    },
                 }
-            }
-            () = &mut timer => {
-                let now = Instant::now();
-                io.emit(|sink| {
-                    if let Some(s) = tunnel_stun.as_mut() {
-                        s.handle_timeout(now, sink);
-                    }
-                    if let Some(t) = traversal.as_mut() {
-                        t.handle_timeout(&mut gateway, now, sink);
-                    }
-                    let mut sink = TraversalDriver::sink(traversal.as_mut(), sink);
-                    gateway.handle_timeout(now, &mut sink);
-                    if let Some(access) = access.as_mut() {
-                        access.handle_timeout(now, SystemTime::now(), &mut gateway, &mut sink);
-                    }
-                });
-            }
-            changed = mapping_changed(mapped.as_mut()) => {
-                match (changed, traversal.as_mut()) {
-                    (Some(external), Some(t)) => t.set_mapped(external, Instant::now()),
-                    // The UPnP task ended: no more changes.
-                    _ => mapped = None,
-                }
-            }
-            Some(req) = req_rx.recv() => {
-                let mut body = answer(&req.command, &gateway, access.as_ref(), &iface.name, listen_port, &io.counters(), &io.report());
-                if let (Some(t), "status") = (traversal.as_ref(), req.command.as_str()) {
-                    body = t.annotate_status(body);
-                }
-                if let (Some(s), "status") = (tunnel_stun.as_ref(), req.command.as_str()) {
-                    body = stun::annotate_status(body, s.public_endpoint());
-                }
-                let _ = req.reply.send(body);
-            }
+            };
+            let (result, devices) = match ended {
+                Some(done) => done,
+                None => data_path.stop().await,
+            };
+            (result, devices, Some(control))
         }
+        Err(e) => (Err(e), None, None),
     };
 
     info!(interface = %iface.name, "shutting down");
@@ -231,12 +206,243 @@ pub async fn run_with_mapping(
     }
     netlink.remove(&installed).await;
     drop(control);
-    drop(io);
     drop(devices);
     if let Err(e) = &result {
-        warn!(error = %e, "gateway stopped on error");
+        warn!(error = %format!("{e:#}"), "gateway stopped on error");
     }
     result
+}
+
+/// What the tokio side asks of the data path thread.
+enum Command {
+    /// A control socket request (`status`, `nat`, `leases`), answered on its reply channel.
+    Request(Request),
+    /// The UPnP mapping's external endpoint changed (or went away).
+    Mapped(Option<SocketAddr>),
+    /// Shut down.
+    Stop,
+}
+
+/// The data path thread, seen from the tokio side: commands go in through a channel and a ring
+/// of the thread's waker; the thread's result and the devices come back when it ends.
+struct DataPathThread {
+    commands: std::sync::mpsc::Sender<Command>,
+    waker: Arc<mio::Waker>,
+    done: Option<oneshot::Receiver<(Result<()>, Devices)>>,
+}
+
+impl DataPathThread {
+    /// Starts the thread that owns `engine` and moves packets through `devices` (already
+    /// registered with `poller`, whose waker is `waker`).
+    fn spawn(
+        engine: Engine,
+        devices: Devices,
+        mtu: u16,
+        poller: Poller,
+        waker: Arc<mio::Waker>,
+    ) -> Result<Self> {
+        let (commands, command_rx) = std::sync::mpsc::channel();
+        let (done_tx, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("sitelink-data".into())
+            .spawn(move || {
+                let result = run_data_path(engine, &devices, mtu, poller, &command_rx);
+                let _ = done_tx.send((result, devices));
+            })
+            .context("cannot start the data path thread")?;
+        Ok(Self {
+            commands,
+            waker,
+            done: Some(done),
+        })
+    }
+
+    /// Hands the thread `command` and wakes it.
+    fn command(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            if let Err(e) = self.waker.wake() {
+                warn!(error = %e, "cannot wake the data path thread");
+            }
+        }
+    }
+
+    /// Waits for the thread to end by itself: its result and the devices (`None` after a
+    /// panic). Resolves once; pending forever after.
+    async fn done(&mut self) -> (Result<()>, Option<Devices>) {
+        let Some(done) = self.done.as_mut() else {
+            return std::future::pending().await;
+        };
+        let ended = done.await;
+        self.done = None;
+        match ended {
+            Ok((result, devices)) => (result, Some(devices)),
+            Err(_) => (Err(anyhow!("the data path thread panicked")), None),
+        }
+    }
+
+    /// Asks the thread to stop and waits for it.
+    async fn stop(mut self) -> (Result<()>, Option<Devices>) {
+        self.command(Command::Stop);
+        self.done().await
+    }
+}
+
+/// The data path thread: waits in its epoll set for the TUN device, the UDP socket, the next
+/// timer and the tokio side's commands, and feeds them to the engine until told to stop.
+fn run_data_path(
+    mut engine: Engine,
+    devices: &Devices,
+    mtu: u16,
+    mut poller: Poller,
+    commands: &std::sync::mpsc::Receiver<Command>,
+) -> Result<()> {
+    let mut io = devices.data_path(mtu);
+    // Whether a device may still hold packets after a turn (edge-triggered epoll: come back
+    // without waiting).
+    let (mut tun_more, mut udp_more) = (false, false);
+    loop {
+        let timeout = if tun_more || udp_more {
+            Duration::ZERO
+        } else {
+            engine
+                .poll_timeout()
+                .saturating_duration_since(Instant::now())
+        };
+        let ready = poller
+            .wait(Some(timeout))
+            .context("waiting for the TUN device and the UDP socket")?;
+        if ready.tun || tun_more {
+            tun_more = io.drain(Side::Tun, |input, now, sink| {
+                engine.handle_input(input, now, sink);
+            })?;
+        }
+        if ready.udp || udp_more {
+            udp_more = io.drain(Side::Udp, |input, now, sink| {
+                engine.handle_input(input, now, sink);
+            })?;
+        }
+        let now = Instant::now();
+        if engine.poll_timeout() <= now {
+            io.emit(|sink| engine.handle_timeout(now, sink));
+        }
+        if ready.woken {
+            loop {
+                match commands.try_recv() {
+                    Ok(Command::Request(req)) => {
+                        let body = engine.answer(&req.command, &io);
+                        let _ = req.reply.send(body);
+                    }
+                    Ok(Command::Mapped(external)) => engine.set_mapped(external, Instant::now()),
+                    Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return Ok(()),
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+        }
+    }
+}
+
+/// The core and what drives it beside the devices: the data plane, the lease pool and control
+/// protocol, hole punching and STUN. Owned by the data path thread.
+struct Engine {
+    gateway: Gateway,
+    access: Option<Access<RedbStore>>,
+    traversal: Option<TraversalDriver>,
+    tunnel_stun: Option<stun::TunnelStun>,
+    ifname: String,
+    listen_port: u16,
+}
+
+impl Engine {
+    /// When [`Engine::handle_timeout`] is next due.
+    fn poll_timeout(&self) -> Instant {
+        let mut next = self.gateway.poll_timeout();
+        if let Some(access) = &self.access {
+            next = next.min(access.poll_timeout(Instant::now(), SystemTime::now()));
+        }
+        if let Some(t) = self
+            .traversal
+            .as_ref()
+            .and_then(TraversalDriver::poll_timeout)
+        {
+            next = next.min(t);
+        }
+        if let Some(s) = &self.tunnel_stun {
+            next = next.min(s.poll_timeout());
+        }
+        next
+    }
+
+    /// One packet from the TUN device or one datagram.
+    fn handle_input(&mut self, input: Input<'_>, now: Instant, sink: &mut impl Sink) {
+        match input {
+            Input::Tun(packet) => {
+                let mut sink = TraversalDriver::sink(self.traversal.as_mut(), sink);
+                self.gateway.handle_tun_packet(packet, now, &mut sink);
+            }
+            Input::Datagram(src, bytes) => {
+                let taken = self
+                    .tunnel_stun
+                    .as_mut()
+                    .is_some_and(|s| s.handle_datagram(src, bytes, now))
+                    || self.traversal.as_mut().is_some_and(|t| {
+                        t.handle_datagram(&mut self.gateway, src, bytes, now, sink)
+                    });
+                if !taken {
+                    let mut sink = TraversalDriver::sink(self.traversal.as_mut(), sink);
+                    handle_datagram(
+                        &mut self.gateway,
+                        self.access.as_mut(),
+                        src,
+                        bytes,
+                        now,
+                        &mut sink,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Everything timed: STUN, hole punching, the data plane's timers, lease expiry.
+    fn handle_timeout(&mut self, now: Instant, sink: &mut impl Sink) {
+        if let Some(s) = self.tunnel_stun.as_mut() {
+            s.handle_timeout(now, sink);
+        }
+        if let Some(t) = self.traversal.as_mut() {
+            t.handle_timeout(&mut self.gateway, now, sink);
+        }
+        let mut sink = TraversalDriver::sink(self.traversal.as_mut(), sink);
+        self.gateway.handle_timeout(now, &mut sink);
+        if let Some(access) = self.access.as_mut() {
+            access.handle_timeout(now, SystemTime::now(), &mut self.gateway, &mut sink);
+        }
+    }
+
+    /// A new external endpoint of the UPnP mapping, for the traversal agent to offer.
+    fn set_mapped(&mut self, external: Option<SocketAddr>, now: Instant) {
+        if let Some(t) = self.traversal.as_mut() {
+            t.set_mapped(external, now);
+        }
+    }
+
+    /// The answer to a control socket command.
+    fn answer(&self, command: &str, io: &datapath::DataPath<'_>) -> String {
+        let mut body = answer(
+            command,
+            &self.gateway,
+            self.access.as_ref(),
+            &self.ifname,
+            self.listen_port,
+            &io.counters(),
+            &io.report(),
+        );
+        if let (Some(t), "status") = (self.traversal.as_ref(), command) {
+            body = t.annotate_status(body);
+        }
+        if let (Some(s), "status") = (self.tunnel_stun.as_ref(), command) {
+            body = stun::annotate_status(body, s.public_endpoint());
+        }
+        body
+    }
 }
 
 /// The next value of the port-mapping watch (`None` when its sender is gone); never resolves

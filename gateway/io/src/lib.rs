@@ -6,6 +6,7 @@
 //! - [`udp`]: the tunnel's UDP socket.
 //! - [`control`]: the root-only unix socket that `status` talks to.
 //! - [`driver`]: the event loop that feeds packets, datagrams and timers to the core.
+//! - [`poller`]: the data path thread's epoll set (TUN, UDP, a waker).
 //! - [`netcheck`]: public endpoint, NAT type, hairpinning and UPnP, for `netcheck`.
 //! - [`upnp`]: UPnP IGD port mapping of the listen port.
 //! - [`nat_routing`]: nftables marks and policy routing that steer packets into the NAT's TUN.
@@ -22,6 +23,7 @@ pub mod nat_router;
 pub mod nat_routing;
 pub mod netcheck;
 pub mod netlink;
+pub mod poller;
 pub mod tun;
 pub mod udp;
 pub mod upnp;

@@ -47,6 +47,48 @@ impl UdpTransport {
     }
 }
 
+/// The same socket registered with no runtime, one datagram per system call: the gateway's plain
+/// data path, whose thread waits for it in its own epoll set ([`crate::poller`]).
+#[derive(Debug)]
+pub struct PlainUdp {
+    socket: std::net::UdpSocket,
+    dual_stack: bool,
+}
+
+impl PlainUdp {
+    /// Binds `port` on all addresses (0 picks a free port), non-blocking.
+    pub fn bind(port: u16) -> Result<Self> {
+        let (socket, dual_stack) = bind_socket(port)?;
+        Ok(Self {
+            socket: socket.into(),
+            dual_stack,
+        })
+    }
+
+    /// The local port.
+    pub fn local_port(&self) -> io::Result<u16> {
+        Ok(self.socket.local_addr()?.port())
+    }
+
+    /// Receives one datagram without waiting (`WouldBlock` when none waits); the source is given
+    /// in canonical form (IPv4 as IPv4).
+    pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let (n, src) = self.socket.recv_from(buf)?;
+        Ok((n, canonical(src)))
+    }
+
+    /// Sends one datagram without waiting; `WouldBlock` when the kernel buffer is full.
+    pub fn try_send_to(&self, buf: &[u8], dst: SocketAddr) -> io::Result<usize> {
+        self.socket.send_to(buf, wire_addr(dst, self.dual_stack))
+    }
+}
+
+impl std::os::fd::AsRawFd for PlainUdp {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
 /// Binds `port` (0 picks a free port) on all addresses, dual-stack when the host has IPv6, with
 /// large kernel buffers, non-blocking; `true` when dual-stack. Shared with [`crate::batch::udp`].
 pub(crate) fn bind_socket(port: u16) -> Result<(Socket, bool)> {

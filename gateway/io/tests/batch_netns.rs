@@ -4,12 +4,15 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use sitelink_core::gateway::Sink;
 use sitelink_io::batch::tun::RX_SEGMENTS;
 use sitelink_io::batch::{BatchSink, BatchTun, BatchUdp, UdpRx};
+use sitelink_io::poller::{Poller, UDP};
 use support::{device_packets, ip, reflect, transfer, TransferOpts, LOCAL, LOCAL6};
 
 const MTU: u16 = 1420;
@@ -50,24 +53,23 @@ async fn tcp_through(tun: &BatchTun, mss: Option<u32>, v6: bool) -> Result<Run> 
     ip(&["-6", "addr", "add", &local6, "dev", tun.name(), "nodad"])?;
     let udp = BatchUdp::bind(0)?;
     let (rx0, tx0) = device_packets(tun.name())?;
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let client = std::thread::spawn(move || {
-        let result = transfer(TransferOpts {
-            bytes: BYTES,
-            verify: true,
-            mss,
-            v6,
-            ..TransferOpts::default()
-        });
-        let _ = done_tx.send(());
-        result
+    let done = Arc::new(AtomicBool::new(false));
+    let client = std::thread::spawn({
+        let done = Arc::clone(&done);
+        move || {
+            let result = transfer(TransferOpts {
+                bytes: BYTES,
+                verify: true,
+                mss,
+                v6,
+                ..TransferOpts::default()
+            });
+            done.store(true, Ordering::Relaxed);
+            result
+        }
     });
-    let stop = async {
-        let _ = done_rx.await;
-    };
-    let report = tokio::time::timeout(Duration::from_secs(120), reflect(tun, &udp, true, stop))
-        .await
-        .context("transfer timed out")??;
+    let report =
+        reflect(tun, &udp, true, &done, Duration::from_secs(120)).context("transfer timed out")?;
     let transfer = client
         .join()
         .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
@@ -243,16 +245,33 @@ fn datagram(index: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Receives on `sock` until `expected` datagrams arrived; returns them and the receive calls.
-async fn receive(sock: &BatchUdp, expected: usize) -> Result<(Vec<(SocketAddr, Vec<u8>)>, usize)> {
+/// Datagrams with their sources.
+type Received = Vec<(SocketAddr, Vec<u8>)>;
+
+/// Receives on `sock` until `expected` datagrams arrived (waiting in an epoll set, at most 5 s
+/// in all); returns them and the receive calls that returned some.
+fn receive(sock: &BatchUdp, expected: usize) -> Result<(Received, usize)> {
+    let mut poller = Poller::new()?;
+    poller.register(sock, UDP)?;
     let mut rx = UdpRx::new();
     let (mut got, mut calls) = (Vec::new(), 0);
+    let start = std::time::Instant::now();
     while got.len() < expected {
-        tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut rx))
-            .await
-            .with_context(|| format!("only {} of {expected} datagrams arrived", got.len()))??;
-        calls += 1;
-        got.extend(rx.datagrams().map(|(src, d)| (src, d.to_vec())));
+        ensure!(
+            start.elapsed() < Duration::from_secs(5),
+            "only {} of {expected} datagrams arrived",
+            got.len()
+        );
+        match sock.try_recv(&mut rx) {
+            Ok(_) => {
+                calls += 1;
+                got.extend(rx.datagrams().map(|(src, d)| (src, d.to_vec())));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                poller.wait(Some(Duration::from_millis(100)))?;
+            }
+            Err(e) => return Err(e).context("receiving"),
+        }
     }
     Ok((got, calls))
 }
@@ -296,7 +315,7 @@ fn udp_runs_leave_with_gso_and_arrive_with_gro() -> Result<()> {
             );
         }
 
-        let (got, calls) = receive(&b, 101).await?;
+        let (got, calls) = receive(&b, 101)?;
         eprintln!("b received 101 datagrams in {calls} recvmmsg calls");
         ensure!(got.len() == 101);
         for (i, (src, d)) in got.iter().enumerate() {
@@ -310,7 +329,7 @@ fn udp_runs_leave_with_gso_and_arrive_with_gro() -> Result<()> {
         if b.gro_segments() > 1 {
             ensure!(calls <= 3, "{calls} receive calls for 3 GSO sends");
         }
-        let (got, _) = receive(&c, 10).await?;
+        let (got, _) = receive(&c, 10)?;
         for (k, (_, d)) in got.iter().enumerate() {
             ensure!(*d == datagram(1000 + 10 * k, 200));
         }
@@ -322,7 +341,7 @@ fn udp_runs_leave_with_gso_and_arrive_with_gro() -> Result<()> {
                 sink.send_to(to_b6, &datagram(i, 500));
             }
             sink.flush();
-            let (got, _) = receive(&b, 3).await?;
+            let (got, _) = receive(&b, 3)?;
             for (i, (src, d)) in got.iter().enumerate() {
                 ensure!(src.is_ipv6() && *d == datagram(i, 500));
             }

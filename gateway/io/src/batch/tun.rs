@@ -11,13 +11,13 @@
 //! Without offloads (old kernel, or asked for), the same calls move one packet per system call.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use anyhow::{anyhow, Context, Result};
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::LinkUnspec;
 use tracing::{debug, info, trace, warn};
-use tun_rs::{AsyncDevice, DeviceBuilder, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use tun_rs::{DeviceBuilder, SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 use super::gro::{TcpGro, VNET_HDR_LEN};
 
@@ -32,9 +32,10 @@ pub const TX_SLOTS: usize = IDEAL_BATCH_SIZE;
 /// Capacity of each write slot: the virtio header and the largest coalesced packet.
 const TX_SLOT_BYTES: usize = VNET_HDR_LEN + 65_535;
 
-/// A TUN device that reads and writes batches.
+/// A TUN device that reads and writes batches. Non-blocking and registered with no runtime: the
+/// data path thread waits for it in its own epoll set ([`crate::poller`]).
 pub struct BatchTun {
-    dev: AsyncDevice,
+    dev: SyncDevice,
     name: String,
     mtu: u16,
     offload: bool,
@@ -53,8 +54,7 @@ impl std::fmt::Debug for BatchTun {
 
 impl BatchTun {
     /// Creates the TUN device `name` with `mtu`, up, with offloads when the kernel has them
-    /// (otherwise plain, logged). Addresses and routes are left to [`crate::netlink`]. Must be
-    /// called inside a tokio runtime.
+    /// (otherwise plain, logged). Addresses and routes are left to [`crate::netlink`].
     ///
     /// The device is not persistent: it disappears when the process exits.
     pub fn create(name: &str, mtu: u16) -> Result<Self> {
@@ -74,7 +74,8 @@ impl BatchTun {
             .name(name)
             .mtu(mtu)
             .offload(offload)
-            .build_async()
+            .build_sync()
+            .and_then(|dev| dev.set_nonblocking(true).map(|()| dev))
             .with_context(|| {
                 format!(
                     "cannot create TUN device {name:?}{} (needs root or CAP_NET_ADMIN and \
@@ -142,11 +143,6 @@ impl BatchTun {
         Ok(())
     }
 
-    /// Waits until a packet may be waiting. Cancel safe; may wake spuriously.
-    pub async fn readable(&self) -> io::Result<()> {
-        self.dev.readable().await
-    }
-
     /// Reads once and splits what was read into `rx`, replacing what it held; returns the
     /// number of packets (at least 1). `WouldBlock` when nothing waits. A read that cannot be
     /// split (bad virtio header, more segments than [`RX_SEGMENTS`]) is counted in
@@ -156,7 +152,7 @@ impl BatchTun {
         loop {
             match self
                 .dev
-                .try_recv_multiple(&mut rx.raw, &mut rx.bufs, &mut rx.sizes, 0)
+                .recv_multiple(&mut rx.raw, &mut rx.bufs, &mut rx.sizes, 0)
             {
                 Ok(0) => continue,
                 Ok(n) => {
@@ -170,17 +166,6 @@ impl BatchTun {
                     rx.dropped += 1;
                     debug!(interface = %self.name, error = %e, "TUN read could not be split; dropped");
                 }
-            }
-        }
-    }
-
-    /// Reads a batch, waiting for one. Cancel safe: nothing is lost if the future is dropped.
-    pub async fn recv(&self, rx: &mut TunRx) -> io::Result<usize> {
-        loop {
-            self.dev.readable().await?;
-            match self.try_recv(rx) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return other,
             }
         }
     }
@@ -227,8 +212,19 @@ impl BatchTun {
         report
     }
 
-    /// One `write(2)` on the device's non-blocking descriptor, straight (tokio's readiness
-    /// would answer `WouldBlock` until the reactor has seen the descriptor writable).
+    /// Writes one IP packet with one `write`, on a device without offloads (with them, a write
+    /// needs a virtio header: use [`BatchTun::send`]).
+    pub fn send_one(&self, packet: &[u8]) -> io::Result<usize> {
+        if self.offload {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a device with offloads takes writes through BatchTun::send",
+            ));
+        }
+        self.write(packet)
+    }
+
+    /// One `write(2)` on the device's non-blocking descriptor.
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
         loop {
             // SAFETY: the descriptor is owned by `self.dev` and open for as long as `self`
@@ -242,6 +238,12 @@ impl BatchTun {
                 return Err(e);
             }
         }
+    }
+}
+
+impl AsRawFd for BatchTun {
+    fn as_raw_fd(&self) -> RawFd {
+        self.dev.as_raw_fd()
     }
 }
 

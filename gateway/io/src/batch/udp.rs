@@ -5,13 +5,11 @@
 //! are reached through IPv4-mapped addresses and reported as plain IPv4), large kernel buffers.
 
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 
 use anyhow::{Context, Result};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use tracing::{debug, info};
 
 use crate::udp::{bind_socket, canonical, setsockopt_int, wire_addr};
@@ -26,7 +24,8 @@ pub const MAX_GSO_SEGMENTS: usize = 64;
 /// and a lone datagram at most 65,507 bytes.
 pub const RECV_SLOT_BYTES: usize = 1 << 16;
 
-/// A UDP socket that moves many datagrams per system call.
+/// A UDP socket that moves many datagrams per system call. Non-blocking and registered with no
+/// runtime: the data path thread waits for it in its own epoll set ([`crate::poller`]).
 #[derive(Debug)]
 pub struct BatchUdp {
     socket: UdpSocket,
@@ -35,10 +34,10 @@ pub struct BatchUdp {
 }
 
 impl BatchUdp {
-    /// Binds `port` on all addresses (0 picks a free port). Must be called inside a tokio runtime.
+    /// Binds `port` on all addresses (0 picks a free port).
     pub fn bind(port: u16) -> Result<Self> {
         let (socket, dual_stack) = bind_socket(port)?;
-        let socket = UdpSocket::from_std(socket.into()).context("cannot register UDP socket")?;
+        let socket: UdpSocket = socket.into();
         let state = UdpSocketState::new((&socket).into())
             .context("cannot set up the UDP socket for GSO/GRO")?;
         restore_defaults(&socket, dual_stack);
@@ -82,12 +81,6 @@ impl BatchUdp {
         self.state.gro_segments()
     }
 
-    /// Waits until a datagram may be waiting. Cancel safe; may wake spuriously, after which
-    /// [`BatchUdp::try_recv`] returns `WouldBlock`.
-    pub async fn readable(&self) -> io::Result<()> {
-        self.socket.readable().await
-    }
-
     /// Receives up to `rx`'s capacity of messages with one `recvmmsg`, replacing what `rx` held;
     /// returns the number of datagrams (a GRO message holds several). `WouldBlock` when none
     /// waits. Errors that concern one earlier send (ICMP unreachable as `ECONNREFUSED`) come back
@@ -97,23 +90,11 @@ impl BatchUdp {
         let mut slots = rx.buf.chunks_mut(RECV_SLOT_BYTES);
         let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
             std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
-        let n = self.socket.try_io(Interest::READABLE, || {
-            self.state
-                .recv((&self.socket).into(), &mut iovs, &mut rx.meta)
-        })?;
+        let n = self
+            .state
+            .recv((&self.socket).into(), &mut iovs, &mut rx.meta)?;
         rx.messages = n;
         Ok(rx.datagram_count())
-    }
-
-    /// Receives a batch, waiting for one. Cancel safe: nothing is lost if the future is dropped.
-    pub async fn recv(&self, rx: &mut UdpRx) -> io::Result<usize> {
-        loop {
-            self.socket.readable().await?;
-            match self.try_recv(rx) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return other,
-            }
-        }
     }
 
     /// Sends `contents`, datagrams of `segment_size` bytes back to back (the last may be
@@ -165,12 +146,16 @@ impl BatchUdp {
         Ok(calls)
     }
 
-    /// One `sendmsg` straight on the non-blocking descriptor. Not through tokio's readiness
-    /// (`try_io`): that answers `WouldBlock` until the reactor has seen the socket writable
-    /// once, and again after any `EAGAIN` until the kernel signals room, while a sink that never
-    /// waits only wants the kernel's answer.
+    /// One `sendmsg` on the non-blocking descriptor: a sink that never waits only wants the
+    /// kernel's answer.
     fn send_one(&self, transmit: &Transmit<'_>) -> io::Result<()> {
         self.state.try_send((&self.socket).into(), transmit)
+    }
+}
+
+impl AsRawFd for BatchUdp {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
     }
 }
 
@@ -280,28 +265,34 @@ mod tests {
     use crate::batch::counting_alloc::allocations_in;
 
     /// Runs of GSO sends and `recvmmsg` batches over loopback: after the first batch, sending
-    /// and receiving allocate nothing (the runtime's wake-ups included).
+    /// and receiving allocate nothing (waiting in epoll included).
     #[test]
     fn loopback_batches_allocate_nothing() {
         const DATAGRAM: usize = 1452;
         const RUN: usize = 32;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .expect("runtime");
-        let _guard = rt.enter();
+        let mut poller = crate::poller::Poller::new().expect("epoll");
         let (a, b) = (
             BatchUdp::bind(0).expect("bind"),
             BatchUdp::bind(0).expect("bind"),
         );
         let to_b = SocketAddr::from(([127, 0, 0, 1], b.local_port().expect("port")));
         let contents = vec![0x5a_u8; DATAGRAM * RUN];
+        poller.register(&b, crate::poller::UDP).expect("register");
         let mut rx = UdpRx::new();
         let mut batch = || {
             let sent = a.try_send(to_b, &contents, DATAGRAM).expect("send");
             let mut got = 0;
             while got < RUN {
-                got += rt.block_on(b.recv(&mut rx)).expect("recv");
+                match b.try_recv(&mut rx) {
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        poller
+                            .wait(Some(std::time::Duration::from_secs(1)))
+                            .expect("wait");
+                        continue;
+                    }
+                    Err(e) => panic!("recv: {e}"),
+                }
                 assert!(rx
                     .datagrams()
                     .all(|(_, d)| d.len() == DATAGRAM && d[0] == 0x5a));

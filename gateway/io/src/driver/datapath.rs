@@ -8,13 +8,14 @@
 //!   is gathered in a [`BatchSink`] and written when the wake-up ends. Without TUN offloads in
 //!   the kernel the TUN device moves one packet per call but UDP stays batched; without UDP
 //!   GSO/GRO `quinn-udp` sends one datagram per call.
-//! - **plain**: one packet per system call through `tokio-tun` and a plain UDP socket, the path
-//!   the gateway had before batching. Chosen with `SITELINK_DATAPATH=plain`, or taken when the
-//!   batched devices cannot be set up (logged).
+//! - **plain**: one packet per system call: the TUN device without offloads and a plain UDP
+//!   socket, the path the gateway had before batching. Chosen with `SITELINK_DATAPATH=plain`, or
+//!   taken when the batched devices cannot be set up (logged).
 //!
-//! The event loop waits with [`DataPath::wait`], which reads the first batch, then hands it and
-//! everything else already waiting (up to [`READS_PER_WAKEUP`] reads) to the core with
-//! [`DataPath::feed`], which flushes the output before it returns.
+//! Either way the devices are non-blocking and belong to no runtime: the data path thread waits
+//! for them in its own epoll set ([`crate::poller`], registered with [`Devices::register`]) and,
+//! when one is ready, hands what it reads (up to [`READS_PER_WAKEUP`] reads) to the core with
+//! [`DataPath::drain`], which flushes the output before it returns.
 
 use std::env::VarError;
 use std::io;
@@ -24,18 +25,18 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sitelink_core::gateway::Sink;
-use tokio_tun::Tun;
 use tracing::{info, trace, warn};
 
 use super::IoCounters;
 use crate::batch::{BatchSink, BatchStats, BatchTun, BatchUdp, TunRx, UdpRx};
-use crate::udp::UdpTransport;
+use crate::poller::{Poller, TUN, UDP};
+use crate::udp::PlainUdp;
 
 /// Environment variable that picks the [`Mode`]: `batch` (default) or `plain`.
 pub const DATAPATH_ENV: &str = "SITELINK_DATAPATH";
 
-/// Reads of one kind (TUN reads, or `recvmmsg` calls) fed to the core per wake-up before the
-/// output is flushed and the loop looks at the other side, the timers and the control socket.
+/// Reads of one kind (TUN reads, or `recvmmsg` calls) fed to the core per turn before the
+/// output is flushed and the loop looks at the other side, the timers and the commands.
 pub(super) const READS_PER_WAKEUP: usize = 8;
 
 /// How packets move between the devices and the core.
@@ -67,7 +68,7 @@ impl Mode {
 
 /// The TUN device and the UDP socket, opened for one [`Mode`].
 pub(super) enum Devices {
-    Plain { udp: UdpTransport, tun: Tun },
+    Plain { udp: PlainUdp, tun: BatchTun },
     Batch { udp: BatchUdp, tun: BatchTun },
 }
 
@@ -85,8 +86,8 @@ impl Devices {
                 ),
             }
         }
-        let udp = UdpTransport::bind(port)?;
-        let tun = crate::tun::create(name, mtu)?;
+        let udp = PlainUdp::bind(port)?;
+        let tun = BatchTun::create_with(name, mtu, false)?;
         info!(
             interface = name,
             "data path: plain, one packet per system call"
@@ -96,11 +97,23 @@ impl Devices {
 
     /// The TUN device's interface index.
     pub(super) fn ifindex(&self, name: &str) -> Result<u32> {
-        let index = match self {
-            Self::Plain { tun, .. } => tun.index().map_err(anyhow::Error::from),
-            Self::Batch { tun, .. } => tun.ifindex().map_err(anyhow::Error::from),
-        };
-        index.with_context(|| format!("cannot read the index of {name}"))
+        let (Self::Plain { tun, .. } | Self::Batch { tun, .. }) = self;
+        tun.ifindex()
+            .with_context(|| format!("cannot read the index of {name}"))
+    }
+
+    /// Adds the TUN device and the UDP socket to the data path thread's epoll set.
+    pub(super) fn register(&self, poller: &Poller) -> io::Result<()> {
+        match self {
+            Self::Plain { udp, tun } => {
+                poller.register(tun, TUN)?;
+                poller.register(udp, UDP)
+            }
+            Self::Batch { udp, tun } => {
+                poller.register(tun, TUN)?;
+                poller.register(udp, UDP)
+            }
+        }
     }
 
     /// The UDP socket's port.
@@ -115,11 +128,11 @@ impl Devices {
     pub(super) fn data_path(&self, mtu: u16) -> DataPath<'_> {
         match self {
             Self::Plain { udp, tun } => DataPath {
-                rx: Rx::Plain {
+                tun,
+                tun_rx: TunRx::new(mtu),
+                udp_in: UdpIn::Plain {
                     udp,
-                    tun,
-                    tun_buf: vec![0; 65_535],
-                    udp_buf: vec![0; 65_535],
+                    buf: vec![0; 65_535],
                 },
                 out: Output::Plain {
                     udp,
@@ -128,11 +141,11 @@ impl Devices {
                 },
             },
             Self::Batch { udp, tun } => DataPath {
-                rx: Rx::Batch {
+                tun,
+                tun_rx: TunRx::new(mtu),
+                udp_in: UdpIn::Batch {
                     udp,
-                    tun,
-                    tun_rx: TunRx::new(mtu),
-                    udp_rx: Box::new(UdpRx::new()),
+                    rx: Box::new(UdpRx::new()),
                 },
                 out: Output::Batch(BatchSink::new(udp, tun)),
             },
@@ -163,7 +176,7 @@ async fn open_batch(name: &str, mtu: u16, port: u16) -> Result<Devices> {
     Ok(Devices::Batch { udp, tun })
 }
 
-/// What the event loop hands the core: a packet read from the TUN device, or a datagram.
+/// What the data path hands the core: a packet read from the TUN device, or a datagram.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Input<'b> {
     /// An inner IP packet from the TUN device.
@@ -172,152 +185,102 @@ pub(super) enum Input<'b> {
     Datagram(SocketAddr, &'b [u8]),
 }
 
-/// What [`DataPath::wait`] read first.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Ready(Got);
-
-#[derive(Debug, Clone, Copy)]
-enum Got {
-    /// Plain: one packet of this length in the TUN buffer.
-    Tun(usize),
-    /// Plain: one datagram of this length from this source in the UDP buffer.
-    Datagram(usize, SocketAddr),
-    /// Batch: packets in `tun_rx`.
-    TunBatch,
-    /// Batch: datagrams in `udp_rx`.
-    UdpBatch,
-    /// A receive error that is not fatal (logged); nothing to feed.
-    Nothing,
+/// Which device [`DataPath::drain`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    Tun,
+    Udp,
 }
 
-enum Rx<'a> {
+/// The UDP socket's receive side.
+enum UdpIn<'a> {
     Plain {
-        udp: &'a UdpTransport,
-        tun: &'a Tun,
-        tun_buf: Vec<u8>,
-        udp_buf: Vec<u8>,
+        udp: &'a PlainUdp,
+        buf: Vec<u8>,
     },
     Batch {
         udp: &'a BatchUdp,
-        tun: &'a BatchTun,
-        tun_rx: TunRx,
         /// Boxed: its receive metadata is an inline array.
-        udp_rx: Box<UdpRx>,
+        rx: Box<UdpRx>,
     },
 }
 
 /// Receive buffers and the core's output, for one pair of [`Devices`].
 pub(super) struct DataPath<'a> {
-    rx: Rx<'a>,
+    tun: &'a BatchTun,
+    /// TUN reads, split into packets (one per read without offloads).
+    tun_rx: TunRx,
+    udp_in: UdpIn<'a>,
     out: Output<'a>,
 }
 
 impl<'a> DataPath<'a> {
-    /// Waits until the TUN device or the UDP socket has something and reads it. Cancel safe:
-    /// nothing is lost if the future is dropped. A TUN error is fatal; a UDP error (ICMP errors
-    /// from earlier sends surface as `ECONNREFUSED`) is logged and yields nothing to feed.
-    pub(super) async fn wait(&mut self) -> Result<Ready> {
-        let got = match &mut self.rx {
-            Rx::Plain {
-                udp,
-                tun,
-                tun_buf,
-                udp_buf,
-            } => tokio::select! {
-                r = tun.recv(tun_buf) => Got::Tun(r.context("reading the TUN device")?),
-                r = udp.recv_from(udp_buf) => match r {
-                    Ok((n, src)) => Got::Datagram(n, src),
-                    Err(e) => {
-                        trace!(error = %e, "UDP receive error");
-                        Got::Nothing
-                    }
-                },
-            },
-            Rx::Batch {
-                udp,
-                tun,
-                tun_rx,
-                udp_rx,
-            } => tokio::select! {
-                r = tun.recv(tun_rx) => {
-                    r.context("reading the TUN device")?;
-                    Got::TunBatch
-                }
-                r = udp.recv(udp_rx) => match r {
-                    Ok(_) => Got::UdpBatch,
-                    Err(e) => {
-                        trace!(error = %e, "UDP receive error");
-                        Got::Nothing
-                    }
-                },
-            },
-        };
-        Ok(Ready(got))
-    }
-
-    /// Hands what [`DataPath::wait`] read to `handle`, with the time it was read and the sink
-    /// for the core's output; in batch mode also whatever else of the same kind is already
-    /// waiting, up to [`READS_PER_WAKEUP`] reads. Flushes the output before it returns. Fails
-    /// only on a TUN read error.
-    pub(super) fn feed(
+    /// Reads `side` up to [`READS_PER_WAKEUP`] times, handing every packet or datagram to
+    /// `handle` with the time it was read and the sink for the core's output, then flushes the
+    /// output. Returns whether more may be waiting (it stopped at the limit, not at
+    /// `WouldBlock`): the epoll registration is edge-triggered, so the caller must come back
+    /// without waiting. Fails only on a TUN read error; a UDP receive error (ICMP errors from
+    /// earlier sends surface as `ECONNREFUSED`) is logged and the reads go on.
+    pub(super) fn drain(
         &mut self,
-        ready: Ready,
+        side: Side,
         mut handle: impl FnMut(Input<'_>, Instant, &mut Output<'a>),
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let out = &mut self.out;
-        let result = match (&mut self.rx, ready.0) {
-            (Rx::Plain { tun_buf, .. }, Got::Tun(n)) => {
-                handle(Input::Tun(&tun_buf[..n]), Instant::now(), out);
-                Ok(())
-            }
-            (Rx::Plain { udp_buf, .. }, Got::Datagram(n, src)) => {
-                handle(Input::Datagram(src, &udp_buf[..n]), Instant::now(), out);
-                Ok(())
-            }
-            (Rx::Batch { tun, tun_rx, .. }, Got::TunBatch) => {
-                let mut result = Ok(());
-                for read in 1..=READS_PER_WAKEUP {
-                    let now = Instant::now();
-                    for packet in tun_rx.packets() {
-                        handle(Input::Tun(packet), now, out);
-                    }
-                    if read == READS_PER_WAKEUP {
-                        break;
-                    }
-                    match tun.try_recv(tun_rx) {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            result = Err(e).context("reading the TUN device");
-                            break;
+        let mut result = Ok(true);
+        for _ in 0..READS_PER_WAKEUP {
+            // Ok(true): read something, and more may wait; Ok(false): the device is empty.
+            let read = match side {
+                Side::Tun => match self.tun.try_recv(&mut self.tun_rx) {
+                    Ok(_) => {
+                        let now = Instant::now();
+                        for packet in self.tun_rx.packets() {
+                            handle(Input::Tun(packet), now, out);
                         }
+                        Ok(true)
                     }
-                }
-                result
-            }
-            (Rx::Batch { udp, udp_rx, .. }, Got::UdpBatch) => {
-                for read in 1..=READS_PER_WAKEUP {
-                    let now = Instant::now();
-                    for (src, datagram) in udp_rx.datagrams() {
-                        handle(Input::Datagram(src, datagram), now, out);
-                    }
-                    if read == READS_PER_WAKEUP {
-                        break;
-                    }
-                    match udp.try_recv(udp_rx) {
-                        Ok(_) => {}
-                        Err(e) => {
-                            if e.kind() != io::ErrorKind::WouldBlock {
-                                trace!(error = %e, "UDP receive error");
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                    Err(e) => Err(e),
+                },
+                Side::Udp => {
+                    let received = match &mut self.udp_in {
+                        UdpIn::Plain { udp, buf } => udp.try_recv_from(buf).map(|(n, src)| {
+                            handle(Input::Datagram(src, &buf[..n]), Instant::now(), out);
+                            true
+                        }),
+                        UdpIn::Batch { udp, rx } => udp.try_recv(rx).map(|_| {
+                            let now = Instant::now();
+                            for (src, datagram) in rx.datagrams() {
+                                handle(Input::Datagram(src, datagram), now, out);
                             }
-                            break;
+                            // `recvmmsg` stops early only when the queue is empty: no need
+                            // for another call to learn it (a datagram that arrives later
+                            // raises a new epoll event).
+                            rx.message_count() == quinn_udp::BATCH_SIZE
+                        }),
+                    };
+                    match received {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                        Err(e) => {
+                            trace!(error = %e, "UDP receive error");
+                            Ok(true)
                         }
+                        Ok(more) => Ok(more),
                     }
                 }
-                Ok(())
+            };
+            match read {
+                Ok(true) => {}
+                Ok(false) => {
+                    result = Ok(false);
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e).context("reading the TUN device");
+                    break;
+                }
             }
-            _ => Ok(()),
-        };
+        }
         out.flush();
         result
     }
@@ -330,17 +293,18 @@ impl<'a> DataPath<'a> {
 
     /// Packets dropped so far by this data path.
     pub(super) fn counters(&self) -> IoCounters {
-        match (&self.out, &self.rx) {
-            (Output::Plain { counters, .. }, _) => *counters,
-            (Output::Batch(sink), rx) => {
+        let tun_read_dropped = self.tun_rx.dropped();
+        match &self.out {
+            Output::Plain { counters, .. } => IoCounters {
+                tun_read_dropped,
+                ..*counters
+            },
+            Output::Batch(sink) => {
                 let stats = sink.stats();
                 IoCounters {
                     udp_send_dropped: stats.udp_send_dropped,
                     tun_write_dropped: stats.tun_write_dropped,
-                    tun_read_dropped: match rx {
-                        Rx::Batch { tun_rx, .. } => tun_rx.dropped(),
-                        Rx::Plain { .. } => 0,
-                    },
+                    tun_read_dropped,
                 }
             }
         }
@@ -348,10 +312,10 @@ impl<'a> DataPath<'a> {
 
     /// The mode, offloads and batch statistics, for `status`.
     pub(super) fn report(&self) -> Report {
-        match (&self.rx, &self.out) {
-            (Rx::Batch { udp, tun, .. }, Output::Batch(sink)) => Report {
+        match (&self.udp_in, &self.out) {
+            (UdpIn::Batch { udp, .. }, Output::Batch(sink)) => Report {
                 mode: Mode::Batch,
-                tun_offload: tun.offload(),
+                tun_offload: self.tun.offload(),
                 udp_gso_segments: udp.max_gso_segments(),
                 udp_gro_segments: udp.gro_segments(),
                 batches: Some(*sink.stats()),
@@ -386,8 +350,8 @@ pub struct Report {
 /// (batch).
 pub(super) enum Output<'a> {
     Plain {
-        udp: &'a UdpTransport,
-        tun: &'a Tun,
+        udp: &'a PlainUdp,
+        tun: &'a BatchTun,
         counters: IoCounters,
     },
     Batch(BatchSink<'a>),
@@ -419,7 +383,7 @@ impl Sink for Output<'_> {
     fn write_tun(&mut self, packet: &[u8]) {
         match self {
             Self::Plain { tun, counters, .. } => {
-                if let Err(e) = tun.try_send(packet) {
+                if let Err(e) = tun.send_one(packet) {
                     counters.tun_write_dropped += 1;
                     if e.kind() != io::ErrorKind::WouldBlock {
                         trace!(error = %e, "TUN write failed");

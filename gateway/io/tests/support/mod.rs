@@ -14,16 +14,17 @@
     reason = "the tests and the example use different parts"
 )]
 
-use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use sitelink_core::gateway::Sink;
 use sitelink_io::batch::{BatchSink, BatchStats, BatchTun, BatchUdp, TunRx};
+use sitelink_io::poller::{Poller, TUN};
 
 /// The address given to the device.
 pub const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -114,44 +115,49 @@ pub struct ReflectReport {
     pub sink: BatchStats,
 }
 
-/// Reflects packets on `tun` until `stop` completes; `check` verifies every packet's lengths and
-/// checksums (costly: a benchmark leaves it off). `udp` only lends the sink a socket.
-pub async fn reflect(
+/// Reflects packets on `tun` until `stop` is set, waiting for them in an epoll set as the
+/// gateway's data path thread does; fails if `limit` passes first. `check` verifies every
+/// packet's lengths and checksums (costly: a benchmark leaves it off). `udp` only lends the sink
+/// a socket.
+pub fn reflect(
     tun: &BatchTun,
     udp: &BatchUdp,
     check: bool,
-    stop: impl Future<Output = ()>,
+    stop: &AtomicBool,
+    limit: Duration,
 ) -> Result<ReflectReport> {
+    let mut poller = Poller::new().context("epoll")?;
+    poller.register(tun, TUN).context("epoll add")?;
     let mut rx = TunRx::new(tun.mtu());
     let mut sink = BatchSink::new(udp, tun);
     let mut report = ReflectReport::default();
     let mut scratch = vec![0u8; 65_535];
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut stop => break,
-            r = tun.recv(&mut rx) => {
-                r.context("reading the TUN device")?;
-                for read in 1.. {
-                    report.reads += 1;
-                    report.packets += rx.len() as u64;
-                    report.max_packets_per_read = report.max_packets_per_read.max(rx.len());
-                    for packet in rx.packets() {
-                        reflect_one(packet, check, &mut scratch, &mut report, &mut sink);
-                    }
-                    if read == READS_PER_WAKEUP {
-                        break;
-                    }
-                    match tun.try_recv(&mut rx) {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e).context("reading the TUN device"),
-                    }
-                }
-                sink.flush();
-            }
+    let start = Instant::now();
+    // Edge-triggered: after READS_PER_WAKEUP reads more may wait, so read again before waiting.
+    let mut more = false;
+    while !stop.load(Ordering::Relaxed) {
+        ensure!(start.elapsed() < limit, "still reflecting after {limit:?}");
+        if !more {
+            poller
+                .wait(Some(Duration::from_millis(50)))
+                .context("epoll wait")?;
         }
+        more = false;
+        for read in 1..=READS_PER_WAKEUP {
+            match tun.try_recv(&mut rx) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e).context("reading the TUN device"),
+            }
+            report.reads += 1;
+            report.packets += rx.len() as u64;
+            report.max_packets_per_read = report.max_packets_per_read.max(rx.len());
+            for packet in rx.packets() {
+                reflect_one(packet, check, &mut scratch, &mut report, &mut sink);
+            }
+            more = read == READS_PER_WAKEUP;
+        }
+        sink.flush();
     }
     sink.flush();
     report.sink = *sink.stats();
