@@ -301,12 +301,13 @@ fn run_data_path(
     // without waiting).
     let (mut tun_more, mut udp_more) = (false, false);
     loop {
+        // Once per turn: what this turn's input moves earlier is due on the next turn, which
+        // then waits no longer than that.
+        let deadline = engine.poll_timeout();
         let timeout = if tun_more || udp_more {
             Duration::ZERO
         } else {
-            engine
-                .poll_timeout()
-                .saturating_duration_since(Instant::now())
+            deadline.saturating_duration_since(Instant::now())
         };
         let ready = poller
             .wait(Some(timeout))
@@ -322,7 +323,7 @@ fn run_data_path(
             })?;
         }
         let now = Instant::now();
-        if engine.poll_timeout() <= now {
+        if deadline <= now {
             io.emit(|sink| engine.handle_timeout(now, sink));
         }
         if ready.woken {
