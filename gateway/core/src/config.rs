@@ -7,6 +7,7 @@
 //! listen_port = 51820
 //! address = ["10.77.0.1/24"]
 //! mtu = 1420                         # optional, default 1420
+//! busy_poll_us = 200                 # optional, default 200; 0 = off
 //!
 //! [[peer]]
 //! name = "office-b"
@@ -62,7 +63,8 @@ pub use client::{
 };
 pub use error::{ConfigError, ConfigErrorKind};
 pub use interface::{
-    InterfaceConfig, DEFAULT_MTU, MAX_MTU, MAX_NAME_LEN, MIN_MTU_IPV4, MIN_MTU_IPV6,
+    InterfaceConfig, DEFAULT_BUSY_POLL_US, DEFAULT_MTU, MAX_BUSY_POLL_US, MAX_MTU, MAX_NAME_LEN,
+    MIN_MTU_IPV4, MIN_MTU_IPV6,
 };
 pub use peer::PeerConfig;
 pub use traversal::{TraversalConfig, DEFAULT_STUN_PORT, MAX_STUN_SERVERS};

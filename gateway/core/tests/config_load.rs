@@ -2,12 +2,15 @@
 //! the message, plus the configs that must load.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 mod support;
 
 use rand_core::OsRng;
-use sitelink_core::config::{ConfigError, ConfigErrorKind, GatewayConfig, DEFAULT_MTU};
+use sitelink_core::config::{
+    ConfigError, ConfigErrorKind, GatewayConfig, DEFAULT_BUSY_POLL_US, DEFAULT_MTU,
+};
 use sitelink_core::keys::{write_secret_file, PresharedKey, PrivateKey, PublicKey};
 
 /// A temp directory with this gateway's key (`a.key`), a pre-shared key (`ab.psk`) and two
@@ -181,6 +184,10 @@ fn defaults_and_zero_peers() {
     assert!(config.peers.is_empty());
     assert_eq!(config.interface.mtu, DEFAULT_MTU);
     assert_eq!(DEFAULT_MTU, 1420);
+    assert_eq!(
+        config.interface.busy_poll,
+        Duration::from_micros(DEFAULT_BUSY_POLL_US.into())
+    );
 }
 
 #[test]
@@ -556,6 +563,26 @@ fn mtu_out_of_range() {
     }
     assert_eq!(site.ok(&with_iface(&["mtu = 576"])).interface.mtu, 576);
     assert_eq!(site.ok(&with_iface(&["mtu = 9000"])).interface.mtu, 9000);
+}
+
+#[test]
+fn busy_poll_us_range() {
+    let site = Site::new();
+    for value in ["busy_poll_us = 5001", "busy_poll_us = -1"] {
+        site.err(
+            &with_iface(&[value]),
+            6,
+            ConfigErrorKind::InvalidValue,
+            &[
+                "interface: busy_poll_us",
+                "outside 0..=5000",
+                "0 (never poll",
+            ],
+        );
+    }
+    let busy_poll = |line| site.ok(&with_iface(&[line])).interface.busy_poll;
+    assert_eq!(busy_poll("busy_poll_us = 0"), Duration::ZERO);
+    assert_eq!(busy_poll("busy_poll_us = 5000"), Duration::from_millis(5));
 }
 
 #[test]

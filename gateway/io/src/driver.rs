@@ -38,7 +38,7 @@ use tracing::{info, trace, warn};
 use crate::control::{ControlServer, Request};
 use crate::lease_store::RedbStore;
 use crate::netlink::Netlink;
-use crate::poller::Poller;
+use crate::poller::{BusyPoll, Poller};
 use datapath::{Devices, Input, Side};
 pub use datapath::{Mode as DataPathMode, Report as DataPathReport, DATAPATH_ENV};
 use traversal::TraversalDriver;
@@ -171,7 +171,8 @@ pub async fn run_with_mapping(
             ifname: iface.name.clone(),
             listen_port,
         };
-        let data_path = DataPathThread::spawn(engine, devices, iface.mtu, poller, waker)?;
+        let data_path =
+            DataPathThread::spawn(engine, devices, iface.mtu, iface.busy_poll, poller, waker)?;
         Ok((control, data_path))
     });
 
@@ -238,6 +239,7 @@ impl DataPathThread {
         engine: Engine,
         devices: Devices,
         mtu: u16,
+        busy_poll: Duration,
         poller: Poller,
         waker: Arc<mio::Waker>,
     ) -> Result<Self> {
@@ -246,7 +248,7 @@ impl DataPathThread {
         std::thread::Builder::new()
             .name("sitelink-data".into())
             .spawn(move || {
-                let result = run_data_path(engine, &devices, mtu, poller, &command_rx);
+                let result = run_data_path(engine, &devices, mtu, busy_poll, poller, &command_rx);
                 let _ = done_tx.send((result, devices));
             })
             .context("cannot start the data path thread")?;
@@ -293,6 +295,7 @@ fn run_data_path(
     mut engine: Engine,
     devices: &Devices,
     mtu: u16,
+    busy_poll: Duration,
     mut poller: Poller,
     commands: &std::sync::mpsc::Receiver<Command>,
 ) -> Result<()> {
@@ -300,18 +303,29 @@ fn run_data_path(
     // Whether a device may still hold packets after a turn (edge-triggered epoll: come back
     // without waiting).
     let (mut tun_more, mut udp_more) = (false, false);
+    let mut busy = BusyPoll::new(busy_poll);
     loop {
         // Once per turn: what this turn's input moves earlier is due on the next turn, which
         // then waits no longer than that.
         let deadline = engine.poll_timeout();
+        let before = Instant::now();
         let timeout = if tun_more || udp_more {
             Duration::ZERO
+        } else if busy.polling(before) {
+            std::thread::yield_now();
+            Duration::ZERO
         } else {
-            deadline.saturating_duration_since(Instant::now())
+            deadline.saturating_duration_since(before)
         };
         let ready = poller
             .wait(Some(timeout))
             .context("waiting for the TUN device and the UDP socket")?;
+        if !timeout.is_zero() {
+            busy.slept(before.elapsed());
+        }
+        if ready.tun || ready.udp {
+            busy.input(Instant::now());
+        }
         if ready.tun || tun_more {
             tun_more = io.drain(Side::Tun, |input, now, sink| {
                 engine.handle_input(input, now, sink);
