@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throughput, latency and CPU cost of sitelink against stock userspace WireGuard, on this machine.
 #
-#   sudo bash benches/netns-throughput.sh [--repeat N] [--duration S] [--only LIST] [--memory [S]]
+#   sudo bash benches/netns-throughput.sh [--repeat N] [--pings N] [--duration S] [--only LIST] [--memory [S]]
 #                                         [--baseline BIN] [--skip-build]
 #
 #   netns A: 198.51.100.1/24 ── veth ── 198.51.100.2/24 :netns B
@@ -16,14 +16,16 @@
 #   wireguard-go   the distribution's wireguard-go, configured with wg 10.202.0.0/24
 #   boringtun-cli  boringtun-cli (cargo install), configured with wg   10.203.0.0/24
 # and measures: iperf3 TCP with 1 stream, 4 streams (-P 4) and 1 stream reversed (-R, B sends),
-# each --repeat times (median, min and max); 20 pings (average RTT), then 40 more captured with
-# tcpdump in both namespaces to split the round trip into its 7 hops (where the time goes); and
+# each --repeat times (median, min and max); --pings pings 0.1 s apart (mean and median RTT),
+# then 40 more captured with tcpdump in both namespaces to split the round trip into its 7 hops
+# (where the time goes); and
 # the CPU time (user + system, from /proc/PID/stat) that the tunnel processes of both ends used
 # per gigabyte iperf3 delivered. It ends with Markdown tables and sitelink's ratio to the better
 # of the other two.
 #
 # Options:
 #   --repeat N      runs per iperf3 test (default 3)
+#   --pings N       pings per path for the RTT columns (default 100)
 #   --duration S    seconds per iperf3 run (default 10)
 #   --only LIST     comma-separated subset of veth,sitelink-plain,sitelink,wireguard-go,boringtun-cli
 #   --memory [S]    after the tests of each sitelink path (sitelink, sitelink-plain, baseline), one
@@ -40,7 +42,8 @@
 # boringtun-cli with `cargo install --locked --root target/bench-tools` (kept there for later
 # runs; if it does not build or run, its row says n/a and why). Changes no host-wide setting:
 # the namespaces are new and the programs size their own socket buffers. Bounded in time: every
-# step has a timeout (about 4 x 3 x N x (S + 2) s in all, plus --memory's S per sitelink path,
+# step has a timeout (about 4 x 3 x N x (S + 2) s in all, plus --pings / 10 s per path and
+# --memory's S per sitelink path,
 # plus the builds). Removes its
 # namespaces, processes and files on exit, also when interrupted; leftovers of earlier runs that
 # were killed are removed first.
@@ -55,6 +58,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 REPEAT=3
+PINGS=100
 DURATION=10
 ONLY=veth,sitelink-plain,sitelink,wireguard-go,boringtun-cli
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -64,6 +68,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case $1 in
         --repeat) REPEAT=${2:?--repeat needs a number}; shift 2 ;;
+        --pings) PINGS=${2:?--pings needs a number}; shift 2 ;;
         --duration) DURATION=${2:?--duration needs seconds}; shift 2 ;;
         --only) ONLY=${2:?--only needs a list}; shift 2 ;;
         --skip-build) SKIP_BUILD=1; shift ;;
@@ -77,6 +82,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "--repeat must be a positive integer" >&2; exit 2; }
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || { echo "--duration must be a positive integer" >&2; exit 2; }
+[[ $PINGS =~ ^[1-9][0-9]*$ ]] || { echo "--pings must be a positive integer" >&2; exit 2; }
 [[ $MEMORY =~ ^[0-9]+$ && ($MEMORY == 0 || $MEMORY -ge 3) ]] ||
     { echo "--memory must be a number of seconds, at least 3" >&2; exit 2; }
 IMPLS=()
@@ -263,15 +269,24 @@ stats() { # values... -> "median min max"
 }
 
 measure() { # path dst-address
-    local impl=$1 dst=$2 kind run json gbps bytes retr t0 t1 cpu_per_gb rtt
+    local impl=$1 dst=$2 kind run json gbps bytes retr t0 t1 cpu_per_gb rtt rtt_med n
     if ! wait_ping "$NS_A" "$dst"; then
         NA[$impl]="no ping reply from $dst across the tunnel within 20 s"
         note "${NA[$impl]}"
         return 1
     fi
-    rtt=$(in_ns "$NS_A" ping -n -q -c 20 -i 0.1 -w 10 "$dst" | awk -F'/' '/^rtt|^round-trip/ {print $5}')
-    RES[$impl,rtt]="${rtt:-nan} ${rtt:-nan} ${rtt:-nan}"
-    note "ping: average RTT ${rtt:-?} ms over 20 pings"
+    # One RTT per line, then their mean and median: a few slow pings (the VM's own hiccups,
+    # milliseconds long, seen on every path) move the mean of a short run a lot; the median
+    # shows the usual round trip.
+    read -r rtt rtt_med n < <(in_ns "$NS_A" ping -n -c "$PINGS" -i 0.1 -w $((PINGS / 10 + 10)) "$dst" |
+        sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' | sort -g |
+        awk '{ v[NR] = $1; s += $1 }
+             END { if (NR == 0) { print "nan nan 0"; exit }
+                   m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+                   printf "%.3f %.3f %d\n", s / NR, m, NR }')
+    RES[$impl,rtt]="$rtt $rtt $rtt"
+    RES[$impl,rtt_med]="$rtt_med $rtt_med $rtt_med"
+    note "ping: RTT mean $rtt ms, median $rtt_med ms over $n pings"
     rtt_hops "$impl" "$dst"
     for kind in "${KINDS[@]}"; do
         local tputs=() cpus=()
@@ -539,7 +554,7 @@ cell() { # path column -> "median (min–max)" or n/a
     local v=${RES[$1,$2]:-}
     [[ -z $v ]] && { echo "n/a"; return; }
     read -r med min max <<<"$v"
-    if [[ $REPEAT -eq 1 || $2 == rtt ]]; then
+    if [[ $REPEAT -eq 1 || $2 == rtt* ]]; then
         printf '%.3g' "$med"
     else
         printf '%.3g (%.3g–%.3g)' "$med" "$min" "$max"
@@ -579,21 +594,21 @@ MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     echo
     echo "Machine: $(nproc) CPUs, ${MODEL:-unknown CPU}, Linux $(uname -r); load average $START_LOAD at start, $END_LOAD at end."
     echo "iperf3 $(iperf3 --version | awk 'NR==1 {print $2}') TCP from netns A to netns B through each path, tunnel MTU 1420;"
-    echo "$REPEAT run(s) of $DURATION s per test: median (min–max). Gbit/s is iperf3's receiver rate; RTT is the average of 20 pings."
+    echo "$REPEAT run(s) of $DURATION s per test: median (min–max). Gbit/s is iperf3's receiver rate; RTT: mean and median of $PINGS pings 0.1 s apart."
     echo "CPU s/GB: user + system CPU seconds of both tunnel processes per 10^9 bytes received by iperf3 (lower is better)."
     echo
-    echo "| path | 1 stream Gbit/s | 4 streams Gbit/s | reverse Gbit/s | ping RTT ms | CPU s/GB 1 stream | CPU s/GB 4 streams | CPU s/GB reverse |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| path | 1 stream Gbit/s | 4 streams Gbit/s | reverse Gbit/s | ping RTT ms mean | ping RTT ms median | CPU s/GB 1 stream | CPU s/GB 4 streams | CPU s/GB reverse |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     for impl in "${IMPLS[@]}"; do
         if [[ -n ${NA[$impl]:-} && -z ${RES[$impl,rtt]:-} ]]; then
-            echo "| $(describe "$impl") | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
+            echo "| $(describe "$impl") | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
             continue
         fi
         cpu() { if [[ $impl == veth ]]; then echo "–"; else cell "$impl" "cpu_$1"; fi; }
-        echo "| $(describe "$impl") | $(cell "$impl" single) | $(cell "$impl" four) | $(cell "$impl" reverse) | $(cell "$impl" rtt) | $(cpu single) | $(cpu four) | $(cpu reverse) |"
+        echo "| $(describe "$impl") | $(cell "$impl" single) | $(cell "$impl" four) | $(cell "$impl" reverse) | $(cell "$impl" rtt) | $(cell "$impl" rtt_med) | $(cpu single) | $(cpu four) | $(cpu reverse) |"
     done
     if wants sitelink && { wants wireguard-go || wants boringtun-cli; }; then
-        echo "| **sitelink ÷ best other** | $(ratio single 1) | $(ratio four 1) | $(ratio reverse 1) | $(ratio rtt 0) | $(ratio cpu_single 0) | $(ratio cpu_four 0) | $(ratio cpu_reverse 0) |"
+        echo "| **sitelink ÷ best other** | $(ratio single 1) | $(ratio four 1) | $(ratio reverse 1) | $(ratio rtt 0) | $(ratio rtt_med 0) | $(ratio cpu_single 0) | $(ratio cpu_four 0) | $(ratio cpu_reverse 0) |"
         echo
         echo "Ratios compare medians with the better of wireguard-go and boringtun-cli in each column: above 1× is better for Gbit/s, below 1× is better for RTT and CPU."
     fi
