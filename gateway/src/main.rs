@@ -125,6 +125,7 @@ fn socket_path(config: &GatewayConfig, socket: Option<PathBuf>) -> PathBuf {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up { config, socket } => {
+            sitelink_io::cli::share_malloc_arena();
             let config = load(&config)?;
             let socket = socket_path(&config, socket);
             // UPnP needs a fixed port to forward; with listen_port = 0 there is none yet.
