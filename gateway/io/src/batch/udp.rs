@@ -98,8 +98,8 @@ impl BatchUdp {
     }
 
     /// Sends `contents`, datagrams of `segment_size` bytes back to back (the last may be
-    /// shorter), to `dst`: one `sendmsg` with UDP GSO when the socket can, else one `sendmsg` per
-    /// datagram. Returns the number of system calls made. Does not wait: `WouldBlock` when the
+    /// shorter), to `dst`: one `sendto` for a single datagram, one `sendmsg` with UDP GSO for more
+    /// when the socket can, else one `sendmsg` per datagram. Returns the number of system calls made. Does not wait: `WouldBlock` when the
     /// socket buffer is full (the datagrams not yet sent are dropped).
     ///
     /// `contents` must hold at most [`BatchUdp::max_gso_segments`] datagrams and
@@ -130,6 +130,13 @@ impl BatchUdp {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if segments == 1 {
+            // One datagram (a ping, an ACK, a handshake): plain `sendto`, without the message
+            // header and control messages `quinn-udp` builds for each `sendmsg`. Interleaved
+            // lab runs, 3 x 160 pings: median RTT 0.262 / 0.273 / 0.262 ms vs 0.273 / 0.278 /
+            // 0.277 ms through `quinn-udp`.
+            return self.socket.send_to(contents, destination).map(|_| 1);
         }
         let mut calls = 0;
         for datagram in contents.chunks(segment_size.max(1)) {
