@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Throughput, latency and CPU cost of sitelink against stock userspace WireGuard, on this machine.
 #
-#   sudo bash benches/netns-throughput.sh [--repeat N] [--pings N] [--duration S] [--only LIST] [--memory [S]]
-#                                         [--baseline BIN] [--skip-build]
+#   sudo bash benches/netns-throughput.sh [--repeat N] [--pings N] [--duration S] [--only LIST]
+#                                         [--memory [S]] [--baseline BIN] [--skip-build]
 #
 #   netns A: 198.51.100.1/24 ── veth ── 198.51.100.2/24 :netns B
 #            tunnel .1 (MTU 1420)    ···    tunnel .2 (MTU 1420)
@@ -18,10 +18,9 @@
 # and measures: iperf3 TCP with 1 stream, 4 streams (-P 4) and 1 stream reversed (-R, B sends),
 # each --repeat times (median, min and max); --pings pings 0.1 s apart (mean and median RTT),
 # then 40 more captured with tcpdump in both namespaces to split the round trip into its 7 hops
-# (where the time goes); and
-# the CPU time (user + system, from /proc/PID/stat) that the tunnel processes of both ends used
-# per gigabyte iperf3 delivered. It ends with Markdown tables and sitelink's ratio to the better
-# of the other two.
+# (where the time goes); and the CPU time (user + system, from /proc/PID/stat) that the tunnel
+# processes of both ends used per gigabyte iperf3 delivered. It ends with Markdown tables and
+# sitelink's ratio to the better of the other two.
 #
 # Options:
 #   --repeat N      runs per iperf3 test (default 3)
@@ -42,11 +41,9 @@
 # boringtun-cli with `cargo install --locked --root target/bench-tools` (kept there for later
 # runs; if it does not build or run, its row says n/a and why). Changes no host-wide setting:
 # the namespaces are new and the programs size their own socket buffers. Bounded in time: every
-# step has a timeout (about 4 x 3 x N x (S + 2) s in all, plus --pings / 10 s per path and
-# --memory's S per sitelink path,
-# plus the builds). Removes its
-# namespaces, processes and files on exit, also when interrupted; leftovers of earlier runs that
-# were killed are removed first.
+# step has a timeout (about 4 x 3 x N x (S + 2) s in all, plus --pings / 10 s per path,
+# --memory's S per sitelink path and the builds). Removes its namespaces, processes and files on
+# exit, also when interrupted; leftovers of earlier runs that were killed are removed first.
 #
 # Read the numbers with care: client, server and both tunnel ends share this machine's CPUs, so
 # a path is limited by the cost of all four; anything else running makes the numbers noisy (the

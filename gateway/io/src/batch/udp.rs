@@ -99,8 +99,9 @@ impl BatchUdp {
 
     /// Sends `contents`, datagrams of `segment_size` bytes back to back (the last may be
     /// shorter), to `dst`: one `sendto` for a single datagram, one `sendmsg` with UDP GSO for more
-    /// when the socket can, else one `sendmsg` per datagram. Returns the number of system calls made. Does not wait: `WouldBlock` when the
-    /// socket buffer is full (the datagrams not yet sent are dropped).
+    /// when the socket can, else one `sendmsg` per datagram. Returns the number of system calls
+    /// made. Does not wait: `WouldBlock` when the socket buffer is full (the datagrams not yet
+    /// sent are dropped).
     ///
     /// `contents` must hold at most [`BatchUdp::max_gso_segments`] datagrams and
     /// [`MAX_GSO_BYTES`] bytes to go out in one call; [`super::BatchSink`] cuts its runs so.
