@@ -217,7 +217,8 @@ pub(super) struct DataPath<'a> {
 impl<'a> DataPath<'a> {
     /// Reads `side` up to [`READS_PER_WAKEUP`] times, handing every packet or datagram to
     /// `handle` with the time it was read and the sink for the core's output, then flushes the
-    /// output. Returns whether more may be waiting (it stopped at the limit, not at
+    /// output (also after the first read, so that the answer to a lone packet leaves before the
+    /// read that finds the device empty). Returns whether more may be waiting (it stopped at the limit, not at
     /// `WouldBlock`): the epoll registration is edge-triggered, so the caller must come back
     /// without waiting. Fails only on a TUN read error; a UDP receive error (ICMP errors from
     /// earlier sends surface as `ECONNREFUSED`) is logged and the reads go on.
@@ -228,7 +229,9 @@ impl<'a> DataPath<'a> {
     ) -> Result<bool> {
         let out = &mut self.out;
         let mut result = Ok(true);
-        for _ in 0..READS_PER_WAKEUP {
+        let mut single = true;
+        for i in 0..READS_PER_WAKEUP {
+            let first = i == 0;
             // Ok(true): read something, and more may wait; Ok(false): the device is empty.
             let read = match side {
                 Side::Tun => match self.tun.try_recv(&mut self.tun_rx) {
@@ -246,6 +249,19 @@ impl<'a> DataPath<'a> {
                     let received = match &mut self.udp_in {
                         UdpIn::Plain { udp, buf } => udp.try_recv_from(buf).map(|(n, src)| {
                             handle(Input::Datagram(src, &buf[..n]), Instant::now(), out);
+                            true
+                        }),
+                        // A turn begins with `recvmsg` for one message: after a sleep that is
+                        // usually all there is, and it costs half a cold `recvmmsg`. A lone
+                        // datagram keeps the next read to one message too (it mostly finds
+                        // the socket empty); a GRO run or a second datagram means traffic,
+                        // and the reads go on with `recvmmsg`.
+                        UdpIn::Batch { udp, rx } if single => udp.try_recv_one(rx).map(|n| {
+                            let now = Instant::now();
+                            for (src, datagram) in rx.datagrams() {
+                                handle(Input::Datagram(src, datagram), now, out);
+                            }
+                            single = first && n == 1;
                             true
                         }),
                         UdpIn::Batch { udp, rx } => udp.try_recv(rx).map(|_| {
@@ -270,6 +286,9 @@ impl<'a> DataPath<'a> {
                 }
             };
             match read {
+                // The answer to the first read goes out before the next read, which after a
+                // sleep usually only finds the device empty.
+                Ok(true) if first => out.flush(),
                 Ok(true) => {}
                 Ok(false) => {
                     result = Ok(false);
