@@ -20,8 +20,10 @@ pub const MAX_GSO_BYTES: usize = 65_535 - 40 - 8;
 /// Most segments one GSO `sendmsg` may carry (`UDP_MAX_SEGMENTS` in older kernels; 6.x allows
 /// more, but 64 datagrams of a 1,420-byte MTU already exceed [`MAX_GSO_BYTES`]).
 pub const MAX_GSO_SEGMENTS: usize = 64;
-/// Control buffer of [`BatchUdp::try_recv_one`], in 8-byte words: room for every control message
-/// the socket asks for (packet info, TOS or traffic class, GRO segment size) without truncation.
+/// Control buffer of [`BatchUdp::try_recv_one`], in 8-byte words. Only the GRO segment size is
+/// asked for ([`restore_defaults`] turns packet info and TOS off), but a truncated buffer would
+/// lose it and mis-split a GRO run, so there is room for all the control messages quinn-udp can
+/// turn on.
 const CONTROL_WORDS: usize = 32;
 /// Bytes per receive slot: one GRO-coalesced message is at most 64 KiB (`GRO_LEGACY_MAX_SIZE`),
 /// and a lone datagram at most 65,507 bytes.

@@ -218,10 +218,11 @@ impl<'a> DataPath<'a> {
     /// Reads `side` up to [`READS_PER_WAKEUP`] times, handing every packet or datagram to
     /// `handle` with the time it was read and the sink for the core's output, then flushes the
     /// output (also after the first read when it brought one packet only, so that the answer
-    /// to a lone packet leaves before the read that finds the device empty). Returns whether more may be waiting (it stopped at the limit, not at
-    /// `WouldBlock`): the epoll registration is edge-triggered, so the caller must come back
-    /// without waiting. Fails only on a TUN read error; a UDP receive error (ICMP errors from
-    /// earlier sends surface as `ECONNREFUSED`) is logged and the reads go on.
+    /// to a lone packet leaves before the read that finds the device empty). Returns whether
+    /// more may be waiting (it stopped at the limit, not at `WouldBlock`): the epoll
+    /// registration is edge-triggered, so the caller must come back without waiting. Fails only
+    /// on a TUN read error; a UDP receive error (ICMP errors from earlier sends surface as
+    /// `ECONNREFUSED`) is logged and the reads go on.
     pub(super) fn drain(
         &mut self,
         side: Side,
@@ -259,25 +260,30 @@ impl<'a> DataPath<'a> {
                         // datagram keeps the next read to one message too (it mostly finds
                         // the socket empty); a GRO run or a second datagram means traffic,
                         // and the reads go on with `recvmmsg`.
-                        UdpIn::Batch { udp, rx } if single => udp.try_recv_one(rx).map(|n| {
-                            let now = Instant::now();
-                            for (src, datagram) in rx.datagrams() {
-                                handle(Input::Datagram(src, datagram), now, out);
-                            }
-                            lone = n == 1;
-                            single = first && lone;
-                            true
-                        }),
-                        UdpIn::Batch { udp, rx } => udp.try_recv(rx).map(|_| {
-                            let now = Instant::now();
-                            for (src, datagram) in rx.datagrams() {
-                                handle(Input::Datagram(src, datagram), now, out);
-                            }
-                            // `recvmmsg` stops early only when the queue is empty: no need
-                            // for another call to learn it (a datagram that arrives later
-                            // raises a new epoll event).
-                            rx.message_count() == quinn_udp::BATCH_SIZE
-                        }),
+                        UdpIn::Batch { udp, rx } => {
+                            let one = single;
+                            let got = if one {
+                                udp.try_recv_one(rx)
+                            } else {
+                                udp.try_recv(rx)
+                            };
+                            got.map(|n| {
+                                let now = Instant::now();
+                                for (src, datagram) in rx.datagrams() {
+                                    handle(Input::Datagram(src, datagram), now, out);
+                                }
+                                if one {
+                                    lone = n == 1;
+                                    single = first && lone;
+                                    true
+                                } else {
+                                    // `recvmmsg` stops early only when the queue is empty: no
+                                    // need for another call to learn it (a datagram that
+                                    // arrives later raises a new epoll event).
+                                    rx.message_count() == quinn_udp::BATCH_SIZE
+                                }
+                            })
+                        }
                     };
                     match received {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
