@@ -324,8 +324,9 @@ fn run_data_path(
             busy.slept(before.elapsed());
         }
         if ready.tun || ready.udp {
-            busy.input(Instant::now());
+            busy.input(Instant::now(), ready.tun);
         }
+        let delivered = io.tun_packets();
         if ready.tun || tun_more {
             tun_more = io.drain(Side::Tun, |input, now, sink| {
                 engine.handle_input(input, now, sink);
@@ -335,6 +336,9 @@ fn run_data_path(
             udp_more = io.drain(Side::Udp, |input, now, sink| {
                 engine.handle_input(input, now, sink);
             })?;
+        }
+        if io.tun_packets() != delivered {
+            busy.delivered();
         }
         let now = Instant::now();
         if deadline <= now {

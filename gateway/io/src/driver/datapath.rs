@@ -138,6 +138,7 @@ impl Devices {
                     udp,
                     tun,
                     counters: IoCounters::default(),
+                    tun_packets: 0,
                 },
             },
             Self::Batch { udp, tun } => DataPath {
@@ -321,6 +322,14 @@ impl<'a> DataPath<'a> {
         self.out.flush();
     }
 
+    /// Packets handed to the TUN device's write path so far.
+    pub(super) fn tun_packets(&self) -> u64 {
+        match &self.out {
+            Output::Plain { tun_packets, .. } => *tun_packets,
+            Output::Batch(sink) => sink.stats().tun_packets,
+        }
+    }
+
     /// Packets dropped so far by this data path.
     pub(super) fn counters(&self) -> IoCounters {
         let tun_read_dropped = self.tun_rx.dropped();
@@ -383,6 +392,8 @@ pub(super) enum Output<'a> {
         udp: &'a PlainUdp,
         tun: &'a BatchTun,
         counters: IoCounters,
+        /// Packets handed to `tun`, written or not.
+        tun_packets: u64,
     },
     Batch(BatchSink<'a>),
 }
@@ -412,7 +423,13 @@ impl Sink for Output<'_> {
 
     fn write_tun(&mut self, packet: &[u8]) {
         match self {
-            Self::Plain { tun, counters, .. } => {
+            Self::Plain {
+                tun,
+                counters,
+                tun_packets,
+                ..
+            } => {
+                *tun_packets += 1;
                 if let Err(e) = tun.send_one(packet) {
                     counters.tun_write_dropped += 1;
                     if e.kind() != io::ErrorKind::WouldBlock {
