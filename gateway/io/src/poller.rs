@@ -101,10 +101,10 @@ impl Poller {
 /// busy: on a 2-vCPU VM the kernel then wakes that process on the other, halted vCPU, 43–53 µs
 /// from the TUN write to ping's receive against 10–14 µs). A datagram that ends a sleep opens
 /// none: its answer comes from a local process, which needs the CPU. The window is not extended
-/// by later input, so polling costs at most `budget` per such sleep: at most `budget / (budget
-/// + COLD_SLEEP)` of a core (9% with 200 µs), none while idle, and none under steady traffic,
-/// whose sleeps are short. While polling, the thread gives way to any other runnable thread on
-/// its CPU before each look.
+/// by later input, so polling costs at most `budget` per such sleep: at most
+/// `budget / (budget + COLD_SLEEP)` of a core (9% with 200 µs), none while idle, and none under
+/// steady traffic, whose sleeps are short. While polling, the thread gives way to any other
+/// runnable thread on its CPU before each look.
 #[derive(Debug, Clone)]
 pub struct BusyPoll {
     budget: Duration,
