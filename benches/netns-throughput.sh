@@ -2,7 +2,8 @@
 # Throughput, latency and CPU cost of sitelink against stock userspace WireGuard, on this machine.
 #
 #   sudo bash benches/netns-throughput.sh [--repeat N] [--pings N] [--duration S] [--only LIST]
-#                                         [--memory [S]] [--baseline BIN] [--skip-build]
+#                                         [--memory [S]] [--baseline BIN] [--ping-rounds N]
+#                                         [--skip-build]
 #
 #   netns A: 198.51.100.1/24 ── veth ── 198.51.100.2/24 :netns B
 #            tunnel .1 (MTU 1420)    ···    tunnel .2 (MTU 1420)
@@ -11,15 +12,18 @@
 # to B (only one runs at a time; each is torn down before the next starts):
 #   veth           the plain veth link, no tunnel (MTU 1500): the ceiling
 #   sitelink-plain sitelink-gateway with SITELINK_DATAPATH=plain: one packet per system call,
-#                  the path before batching                          10.201.0.0/24
+#                  the path before batching                          10.204.0.0/24
 #   sitelink       sitelink-gateway in A and in B (batched I/O, offloads) 10.201.0.0/24
+#   baseline       with --baseline BIN: that sitelink-gateway, batched   10.205.0.0/24
 #   wireguard-go   the distribution's wireguard-go, configured with wg 10.202.0.0/24
 #   boringtun-cli  boringtun-cli (cargo install), configured with wg   10.203.0.0/24
 # and measures: iperf3 TCP with 1 stream, 4 streams (-P 4) and 1 stream reversed (-R, B sends),
 # each --repeat times (median, min and max); --pings pings 0.1 s apart (mean and median RTT),
 # then 40 more captured with tcpdump in both namespaces to split the round trip into its 7 hops
 # (where the time goes); and the CPU time (user + system, from /proc/PID/stat) that the tunnel
-# processes of both ends used per gigabyte iperf3 delivered. It ends with Markdown tables and
+# processes of both ends used per gigabyte iperf3 delivered. Then, with every path up at once
+# (each has its own subnet and port), pings go through the paths in turn, 20 per path per round:
+# RTTs compared at the same moments, not minutes apart. It ends with Markdown tables and
 # sitelink's ratio to the better of the other two.
 #
 # Options:
@@ -34,6 +38,7 @@
 #                   and end of that transfer, its growth, and VmHWM
 #   --baseline BIN  also measure sitelink-gateway binary BIN (batched) as path "baseline", just
 #                   before sitelink: an earlier build, for a before/after in one run
+#   --ping-rounds N rounds of the interleaved pings (default 10; 0 skips them)
 #   --skip-build    use $CARGO_TARGET_DIR/release/sitelink-{gateway,keys} (default target/) as they
 #                   are (also SKIP_BUILD=1)
 #
@@ -41,9 +46,10 @@
 # boringtun-cli with `cargo install --locked --root target/bench-tools` (kept there for later
 # runs; if it does not build or run, its row says n/a and why). Changes no host-wide setting:
 # the namespaces are new and the programs size their own socket buffers. Bounded in time: every
-# step has a timeout (about 4 x 3 x N x (S + 2) s in all, plus --pings / 10 s per path,
-# --memory's S per sitelink path and the builds). Removes its namespaces, processes and files on
-# exit, also when interrupted; leftovers of earlier runs that were killed are removed first.
+# step has a timeout (about 4 x 3 x N x (S + 2) s in all, plus --pings / 10 s and 2 s per
+# --ping-rounds round per path, --memory's S per sitelink path and the builds). Removes its
+# namespaces, processes and files on exit, also when interrupted; leftovers of earlier runs that
+# were killed are removed first.
 #
 # Read the numbers with care: client, server and both tunnel ends share this machine's CPUs, so
 # a path is limited by the cost of all four; anything else running makes the numbers noisy (the
@@ -61,6 +67,7 @@ ONLY=veth,sitelink-plain,sitelink,wireguard-go,boringtun-cli
 SKIP_BUILD=${SKIP_BUILD:-0}
 BASELINE=
 MEMORY=0
+PING_ROUNDS=10
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -68,6 +75,7 @@ while [[ $# -gt 0 ]]; do
         --pings) PINGS=${2:?--pings needs a number}; shift 2 ;;
         --duration) DURATION=${2:?--duration needs seconds}; shift 2 ;;
         --only) ONLY=${2:?--only needs a list}; shift 2 ;;
+        --ping-rounds) PING_ROUNDS=${2:?--ping-rounds needs a number}; shift 2 ;;
         --skip-build) SKIP_BUILD=1; shift ;;
         --memory)
             if [[ ${2:-} =~ ^[0-9]+$ ]]; then MEMORY=$2; shift 2; else MEMORY=60; shift; fi
@@ -80,6 +88,7 @@ done
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "--repeat must be a positive integer" >&2; exit 2; }
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || { echo "--duration must be a positive integer" >&2; exit 2; }
 [[ $PINGS =~ ^[1-9][0-9]*$ ]] || { echo "--pings must be a positive integer" >&2; exit 2; }
+[[ $PING_ROUNDS =~ ^[0-9]+$ ]] || { echo "--ping-rounds must be a number (0 skips them)" >&2; exit 2; }
 [[ $MEMORY =~ ^[0-9]+$ && ($MEMORY == 0 || $MEMORY -ge 3) ]] ||
     { echo "--memory must be a number of seconds, at least 3" >&2; exit 2; }
 IMPLS=()
@@ -321,13 +330,14 @@ measure() { # path dst-address
 # into 7 hops (A tunnel -> wire: A's tunnel process wakes, encrypts, sends; the veth; B wire ->
 # tunnel; B's kernel answers; B tunnel -> wire; the veth; A wire -> tunnel). Medians in µs.
 rtt_hops() { # path dst-address
-    local impl=$1 dst=$2 ta tb
+    local impl=$1 dst=$2 ta tb port
+    port=$(path_port "$impl")
     command -v tcpdump >/dev/null && command -v python3 >/dev/null || return 0
     [[ $impl == veth ]] && return 0
     for side in a b; do
         local ns=$NS_A; [[ $side == b ]] && ns=$NS_B
         timeout 30 ip netns exec "$ns" tcpdump -i any -nn -U -w "$WORK/hops-$side.pcap" \
-            "icmp or udp port $PORT" >/dev/null 2>&1 &
+            "icmp or udp port $port" >/dev/null 2>&1 &
         [[ $side == a ]] && ta=$! || tb=$!
     done
     sleep 1.5
@@ -406,11 +416,6 @@ measure_memory() { # path dst-address
 }
 
 # --- the paths --------------------------------------------------------------------------------
-run_veth() {
-    TUNNEL_PIDS=()
-    measure veth "$WAN_B"
-}
-
 start_bg() { # log ns argv... ; sets STARTED to the program's PID
     local log=$1 ns=$2
     shift 2
@@ -430,68 +435,88 @@ forget_pids() { # drop stopped processes from PIDS
     PIDS=("${keep[@]}")
 }
 
-run_sitelink() { # path datapath-mode (batch | plain) [gateway-binary]
-    local impl=$1 mode=$2 gw=${3:-$GW} net=10.201.0 side ns ip peer_ip peer_wan pub pub_a pub_b pids=()
-    rm -f "$WORK"/sl-[ab].sock "$WORK"/sl-[ab].key
-    "$KEYS" genkey --out "$WORK/sl-a.key" >/dev/null
-    "$KEYS" genkey --out "$WORK/sl-b.key" >/dev/null
-    pub_a=$("$KEYS" pubkey <"$WORK/sl-a.key")
-    pub_b=$("$KEYS" pubkey <"$WORK/sl-b.key")
+# Each tunnel path has a subnet, a UDP port and interface names of its own, so that all of them
+# can be up at once for the interleaved pings.
+path_net() {
+    case $1 in
+        sitelink) echo 10.201.0 ;;
+        wireguard-go) echo 10.202.0 ;;
+        boringtun-cli) echo 10.203.0 ;;
+        sitelink-plain) echo 10.204.0 ;;
+        baseline) echo 10.205.0 ;;
+    esac
+}
+path_tag() {
+    case $1 in
+        sitelink) echo sl ;;
+        sitelink-plain) echo sp ;;
+        baseline) echo bl ;;
+        *) echo "${1:0:2}" ;;
+    esac
+}
+path_port() {
+    case $1 in
+        sitelink) echo "$PORT" ;;
+        wireguard-go) echo $((PORT + 1)) ;;
+        boringtun-cli) echo $((PORT + 2)) ;;
+        sitelink-plain) echo $((PORT + 3)) ;;
+        baseline) echo $((PORT + 4)) ;;
+    esac
+}
+# The address that A pings and sends iperf3 traffic to, through the path.
+path_dst() { if [[ $1 == veth ]]; then echo "$WAN_B"; else echo "$(path_net "$1").2"; fi; }
+
+declare -A UP_PIDS=()  # path -> PIDs of its tunnel processes while it is up
+
+up_sitelink() { # path datapath-mode (batch | plain) [gateway-binary]
+    local impl=$1 mode=$2 gw=${3:-$GW} side ns ip peer_ip peer_wan pub pub_a pub_b pids=()
+    local net tag port
+    net=$(path_net "$impl") tag=$(path_tag "$impl") port=$(path_port "$impl")
+    rm -f "$WORK/$tag"-[ab].sock "$WORK/$tag"-[ab].key
+    "$KEYS" genkey --out "$WORK/$tag-a.key" >/dev/null
+    "$KEYS" genkey --out "$WORK/$tag-b.key" >/dev/null
+    pub_a=$("$KEYS" pubkey <"$WORK/$tag-a.key")
+    pub_b=$("$KEYS" pubkey <"$WORK/$tag-b.key")
     for side in a b; do
         if [[ $side == a ]]; then ip=1 peer_ip=2 peer_wan=$WAN_B pub=$pub_b ns=$NS_A
         else ip=2 peer_ip=1 peer_wan=$WAN_A pub=$pub_a ns=$NS_B; fi
-        cat >"$WORK/sl-$side.toml" <<EOF
+        cat >"$WORK/$tag-$side.toml" <<EOF
 [interface]
-name = "sl${ID}$side"
-private_key_file = "sl-$side.key"
-listen_port = $PORT
+name = "$tag${ID}$side"
+private_key_file = "$tag-$side.key"
+listen_port = $port
 address = ["$net.$ip/24"]
 mtu = 1420
 
 [[peer]]
 name = "bench-peer"
 public_key = "$pub"
-endpoint = "$peer_wan:$PORT"
+endpoint = "$peer_wan:$port"
 allowed_ips = ["$net.$peer_ip/32"]
 EOF
         start_bg "$WORK/$impl-$side.log" "$ns" env RUST_LOG=warn SITELINK_DATAPATH="$mode" \
-            "$gw" up --config "$WORK/sl-$side.toml" --socket "$WORK/sl-$side.sock"
+            "$gw" up --config "$WORK/$tag-$side.toml" --socket "$WORK/$tag-$side.sock"
         pids+=("$STARTED")
     done
+    UP_PIDS[$impl]="${pids[*]}"
     for _ in $(seq 100); do
-        [[ -S $WORK/sl-a.sock && -S $WORK/sl-b.sock ]] && break
+        [[ -S $WORK/$tag-a.sock && -S $WORK/$tag-b.sock ]] && break
         sleep 0.1
     done
-    TUNNEL_PIDS=("${pids[@]}")
-    local ok=0
-    if [[ -S $WORK/sl-a.sock && -S $WORK/sl-b.sock ]]; then
-        if [[ $MEMORY -gt 0 ]]; then
-            MEM[$impl,idle_A]=$(mem_kib "${pids[0]}" | cut -d' ' -f1) || true
-            MEM[$impl,idle_B]=$(mem_kib "${pids[1]}" | cut -d' ' -f1) || true
-        fi
-        measure "$impl" "$net.2" || ok=$?
-        if [[ $ok == 0 && $MEMORY -gt 0 ]]; then
-            say "Memory of $impl during a ${MEMORY} s transfer"
-            measure_memory "$impl" "$net.2" || note "memory run failed"
-        fi
-    else
+    if ! [[ -S $WORK/$tag-a.sock && -S $WORK/$tag-b.sock ]]; then
         NA[$impl]="the gateways did not come up within 10 s (see $WORK/$impl-*.log)"
         note "${NA[$impl]}"
         tail -n 5 "$WORK/$impl"-*.log >&2 || true
-        ok=1
+        return 1
     fi
-    TUNNEL_PIDS=()
-    stop_pids "${pids[@]}"
-    forget_pids "${pids[@]}"
-    return "$ok"
 }
 
 # wireguard-go and boringtun-cli speak the same UAPI: the daemon makes the TUN device and the
 # socket /var/run/wireguard/IFACE.sock (host-wide, hence the PID in the name); wg configures it.
-run_uapi() { # path net daemon-argv-prefix...
-    local impl=$1 net=$2 side ns ip peer_ip peer_wan other iface pids=() ok=0
-    shift 2
-    local tag=${impl:0:2}
+up_uapi() { # path daemon-argv-prefix...
+    local impl=$1 side ns ip peer_ip peer_wan other iface pids=() net tag port
+    shift
+    net=$(path_net "$impl") tag=$(path_tag "$impl") port=$(path_port "$impl")
     (umask 077 && wg genkey >"$WORK/$tag-a.key" && wg genkey >"$WORK/$tag-b.key")
     for side in a b; do
         iface=$tag$ID$side
@@ -500,7 +525,7 @@ run_uapi() { # path net daemon-argv-prefix...
         start_bg "$WORK/$impl-$side.log" "$ns" env WG_PROCESS_FOREGROUND=1 "$@" "$iface"
         pids+=("$STARTED")
     done
-    TUNNEL_PIDS=("${pids[@]}")
+    UP_PIDS[$impl]="${pids[*]}"
     for side in a b; do
         iface=$tag$ID$side
         if [[ $side == a ]]; then ip=1 peer_ip=2 peer_wan=$WAN_B ns=$NS_A other=b
@@ -510,40 +535,105 @@ run_uapi() { # path net daemon-argv-prefix...
             sleep 0.1
         done
         if ! [[ -S /var/run/wireguard/$iface.sock ]] ||
-            ! in_ns "$ns" wg set "$iface" private-key "$WORK/$tag-$side.key" listen-port "$PORT" \
-                peer "$(wg pubkey <"$WORK/$tag-$other.key")" endpoint "$peer_wan:$PORT" \
+            ! in_ns "$ns" wg set "$iface" private-key "$WORK/$tag-$side.key" listen-port "$port" \
+                peer "$(wg pubkey <"$WORK/$tag-$other.key")" endpoint "$peer_wan:$port" \
                 allowed-ips "$net.$peer_ip/32" >>"$WORK/$impl-$side.log" 2>&1 ||
             ! in_ns "$ns" ip addr add "$net.$ip/24" dev "$iface" ||
             ! in_ns "$ns" ip link set "$iface" mtu 1420 up; then
             NA[$impl]="$* did not start or could not be configured: $(tail -n 1 "$WORK/$impl-$side.log" 2>/dev/null)"
             note "${NA[$impl]}"
-            ok=1
-            break
+            return 1
         fi
     done
-    [[ $ok == 0 ]] && { measure "$impl" "$net.2" || ok=$?; }
-    TUNNEL_PIDS=()
+}
+
+up_path() { # path: starts its tunnel processes (veth has none)
+    case $1 in
+        veth) UP_PIDS[veth]="" ;;
+        sitelink) up_sitelink sitelink batch ;;
+        sitelink-plain) up_sitelink sitelink-plain plain ;;
+        baseline) up_sitelink baseline batch "$BASELINE" ;;
+        wireguard-go) up_uapi wireguard-go wireguard-go -f ;;
+        boringtun-cli)
+            up_uapi boringtun-cli "$BORINGTUN" -f --disable-drop-privileges \
+                -l "$WORK/boringtun-cli-daemon.log"
+            ;;
+    esac
+}
+
+down_path() { # path
+    local pids
+    read -r -a pids <<<"${UP_PIDS[$1]:-}"
+    unset "UP_PIDS[$1]"
+    ((${#pids[@]})) || return 0
     stop_pids "${pids[@]}"
     forget_pids "${pids[@]}"
+}
+
+run_path() { # path: up, iperf3 and ping (and --memory for sitelink builds), down
+    local impl=$1 ok=0
+    if up_path "$impl"; then
+        read -r -a TUNNEL_PIDS <<<"${UP_PIDS[$impl]}"
+        if [[ $MEMORY -gt 0 && $impl != veth && $impl != wireguard-go && $impl != boringtun-cli ]]; then
+            MEM[$impl,idle_A]=$(mem_kib "${TUNNEL_PIDS[0]}" | cut -d' ' -f1) || true
+            MEM[$impl,idle_B]=$(mem_kib "${TUNNEL_PIDS[1]}" | cut -d' ' -f1) || true
+            measure "$impl" "$(path_dst "$impl")" || ok=$?
+            if [[ $ok == 0 ]]; then
+                say "Memory of $impl during a ${MEMORY} s transfer"
+                measure_memory "$impl" "$(path_dst "$impl")" || note "memory run failed"
+            fi
+        else
+            measure "$impl" "$(path_dst "$impl")" || ok=$?
+        fi
+    else
+        ok=1
+    fi
+    TUNNEL_PIDS=()
+    down_path "$impl"
     return "$ok"
+}
+
+# Ping RTT with every path up at once, interleaved: --ping-rounds rounds, each a burst of 20
+# pings 0.1 s apart through every path in turn. Unlike the per-path pings, taken minutes apart,
+# these see the same machine: what else runs, and how busy the VM's host is, drifts during a
+# run, and the per-path numbers move with it.
+interleaved_pings() {
+    local impl round up=() dst
+    say "Interleaved pings: all paths up, $PING_ROUNDS rounds of 20 pings per path"
+    for impl in "${IMPLS[@]}"; do
+        [[ -n ${NA[$impl]:-} ]] && continue
+        if up_path "$impl" && wait_ping "$NS_A" "$(path_dst "$impl")"; then
+            up+=("$impl")
+            : >"$WORK/rtt-$impl"
+        else
+            note "$impl: not up for the interleaved pings"
+        fi
+    done
+    for round in $(seq "$PING_ROUNDS"); do
+        for impl in "${up[@]}"; do
+            dst=$(path_dst "$impl")
+            in_ns "$NS_A" ping -n -c 20 -i 0.1 -w 12 "$dst" |
+                sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' >>"$WORK/rtt-$impl" || true
+        done
+    done
+    for impl in "${up[@]}"; do
+        # "mean p25 median p75 n"
+        RES[$impl,ping_il]=$(sort -g "$WORK/rtt-$impl" | awk '{ v[NR] = $1; s += $1 }
+            END { if (NR == 0) { print "nan nan nan nan 0"; exit }
+                  m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+                  printf "%.3f %.3f %.3f %.3f %d\n", s / NR, v[int((NR + 3) / 4)], m, v[int((3 * NR + 3) / 4)], NR }')
+        note "$impl: RTT mean, p25, median, p75 (ms), pings: ${RES[$impl,ping_il]}"
+        down_path "$impl"
+    done
 }
 
 START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 for impl in "${IMPLS[@]}"; do
     [[ -n ${NA[$impl]:-} ]] && continue
     say "Measuring $impl: iperf3 ${REPEAT} x ${DURATION} s per test"
-    case $impl in
-        veth) run_veth || true ;;
-        sitelink) run_sitelink sitelink batch || true ;;
-        sitelink-plain) run_sitelink sitelink-plain plain || true ;;
-        baseline) run_sitelink baseline batch "$BASELINE" || true ;;
-        wireguard-go) run_uapi wireguard-go 10.202.0 wireguard-go -f || true ;;
-        boringtun-cli)
-            run_uapi boringtun-cli 10.203.0 "$BORINGTUN" -f --disable-drop-privileges \
-                -l "$WORK/boringtun-cli-daemon.log" || true
-            ;;
-    esac
+    run_path "$impl" || true
 done
+[[ $PING_ROUNDS -gt 0 ]] && interleaved_pings
 END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report -----------------------------------------------------------------------------------
@@ -608,6 +698,23 @@ MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
         echo "| **sitelink ÷ best other** | $(ratio single 1) | $(ratio four 1) | $(ratio reverse 1) | $(ratio rtt 0) | $(ratio rtt_med 0) | $(ratio cpu_single 0) | $(ratio cpu_four 0) | $(ratio cpu_reverse 0) |"
         echo
         echo "Ratios compare medians with the better of wireguard-go and boringtun-cli in each column: above 1× is better for Gbit/s, below 1× is better for RTT and CPU."
+    fi
+    if [[ -n $(for impl in "${IMPLS[@]}"; do echo "${RES[$impl,ping_il]:-}"; done) ]]; then
+        echo
+        echo "Ping RTT with every path up at once, interleaved: $PING_ROUNDS rounds, each 20 pings 0.1 s apart through every path in turn (ms)."
+        echo
+        echo "| path | pings | mean | p25 | median | p75 |"
+        echo "|---|---|---|---|---|---|"
+        for impl in "${IMPLS[@]}"; do
+            [[ -z ${RES[$impl,ping_il]:-} ]] && continue
+            read -r m q1 med q3 n <<<"${RES[$impl,ping_il]}"
+            echo "| $(describe "$impl") | $n | $m | $q1 | $med | $q3 |"
+            RES[$impl,il_mean]="$m $m $m" RES[$impl,il_p25]="$q1 $q1 $q1"
+            RES[$impl,il_med]="$med $med $med" RES[$impl,il_p75]="$q3 $q3 $q3"
+        done
+        if wants sitelink && { wants wireguard-go || wants boringtun-cli; }; then
+            echo "| **sitelink ÷ best other** | | $(ratio il_mean 0) | $(ratio il_p25 0) | $(ratio il_med 0) | $(ratio il_p75 0) |"
+        fi
     fi
     if wants sitelink && wants sitelink-plain; then
         echo

@@ -48,10 +48,12 @@ pub struct InterfaceConfig {
     /// `mtu`: the TUN device's MTU, 576..=9000 (1280..=9000 when an address is IPv6). Defaults to
     /// 1420.
     pub mtu: u16,
-    /// `busy_poll_us`: after a packet that woke the data path from a sleep of 2 ms or more, how
-    /// long it keeps polling the TUN device and the socket (giving way to any other runnable
-    /// thread) before it sleeps again, so that an answer arriving within that time is taken
-    /// without the wake-up of an idle CPU. 0..=5000 µs, 0 turns it off; defaults to 200 µs.
+    /// `busy_poll_us`: after a packet from the TUN device that woke the data path from a sleep
+    /// of 2 ms or more, how long it keeps polling the TUN device and the socket (giving way to
+    /// any other runnable thread) before it sleeps again, so that the answer from the network
+    /// arriving within that time is taken without the wake-up of an idle CPU. Polling stops
+    /// early once a packet goes to the TUN device. 0..=5000 µs, 0 turns it off; defaults to
+    /// 200 µs.
     pub busy_poll: Duration,
 }
 
