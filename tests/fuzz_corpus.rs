@@ -136,6 +136,36 @@ fn stun_seeds_reach_the_client() {
     assert_eq!(run("wireguard.bin"), Input::NotStun);
 }
 
+#[test]
+fn traversal_corpus() {
+    for path in corpus("traversal") {
+        eprintln!("traversal: {}", path.display());
+        let _ = bodies::traversal(&read(&path));
+    }
+}
+
+/// The sealed seeds decode, and reach the rendezvous agent past the AEAD: a probe is answered,
+/// a registration gets the other peer's candidates, a relay frame for a peer the hub has not
+/// heard from is dropped quietly, and what only a hub may send is refused there.
+#[test]
+fn traversal_seeds_reach_the_agent() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/traversal");
+    let run = |name: &str| bodies::traversal(&read(&dir.join(name)));
+    let outcome = |accepted, transmits| bodies::TraversalOutcome {
+        decoded: true,
+        accepted,
+        transmits,
+    };
+    assert_eq!(run("sealed-probe.bin"), outcome(true, 1));
+    assert!(run("sealed-register.bin").transmits >= 1);
+    assert!(run("sealed-register.bin").accepted);
+    assert_eq!(run("sealed-relay-to.bin"), outcome(true, 0));
+    assert_eq!(run("sealed-relay-from.bin"), outcome(false, 0));
+    assert_eq!(run("sealed-peer-candidates.bin"), outcome(false, 0));
+    let raw = run("raw-header-only.bin");
+    assert!(!raw.decoded && !raw.accepted, "{raw:?}");
+}
+
 /// A temporary directory holding the key files the seed configs name; removed on drop.
 struct KeyDir(PathBuf);
 

@@ -34,7 +34,11 @@ fn main() -> std::io::Result<()> {
     for (name, text) in config_seeds() {
         std::fs::write(config.join(name), text)?;
     }
-    for (target, seeds) in [("nat", nat_seeds()), ("stun", stun_seeds())] {
+    for (target, seeds) in [
+        ("nat", nat_seeds()),
+        ("stun", stun_seeds()),
+        ("traversal", traversal_seeds()),
+    ] {
         let dir = root.join(target);
         std::fs::create_dir_all(&dir)?;
         for (name, bytes) in seeds {
@@ -494,5 +498,70 @@ fn stun_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("bad-cookie.bin", bad_cookie),
         ("wireguard.bin", vec![1, 0, 0, 0, 0x11, 0x22, 0x33, 0x44]),
+    ]
+}
+
+/// Seeds of the `traversal` target: one body of each packet type in sealed mode (peer B named
+/// where a body names a peer; the harness seals them), and a raw packet that has a header but
+/// no valid tag.
+fn traversal_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use bodies::{TRAVERSAL_B_KEY, TRAVERSAL_RAW, TRAVERSAL_SEALED};
+    use sitelink_core::control::message::{Candidate, CandidateKind};
+    use sitelink_core::keys::PrivateKey;
+    use sitelink_core::traversal::packet::{self, Body};
+
+    let b = PrivateKey::from_bytes(TRAVERSAL_B_KEY).public_key();
+    let candidate = |kind, addr: &str| Candidate {
+        kind,
+        addr: addr.parse().expect("address"),
+    };
+    let wireguard = [&[4u8, 0, 0, 0][..], &[0x5a; 28]].concat();
+    let sealed = |body: Body| {
+        let mut input = vec![TRAVERSAL_SEALED, body.type_code()];
+        body.encode(&mut input);
+        input
+    };
+    let mut raw = vec![TRAVERSAL_RAW, packet::TYPE_PROBE, packet::VERSION];
+    raw.resize(1 + packet::OVERHEAD, 0);
+    vec![
+        ("raw-header-only.bin", raw),
+        (
+            "sealed-probe.bin",
+            sealed(Body::Probe {
+                txid: 0x0102_0304_0506_0708,
+            }),
+        ),
+        ("sealed-probe-ack.bin", sealed(Body::ProbeAck { txid: 42 })),
+        (
+            "sealed-register.bin",
+            sealed(Body::Register {
+                peer: b,
+                candidates: vec![
+                    candidate(CandidateKind::Reflexive, "198.51.100.21:40021"),
+                    candidate(CandidateKind::Host, "192.168.1.10:51820"),
+                ],
+            }),
+        ),
+        (
+            "sealed-peer-candidates.bin",
+            sealed(Body::PeerCandidates {
+                peer: b,
+                candidates: vec![candidate(CandidateKind::Reflexive, "198.51.100.22:40022")],
+            }),
+        ),
+        (
+            "sealed-relay-to.bin",
+            sealed(Body::RelayTo {
+                peer: b,
+                datagram: wireguard.clone(),
+            }),
+        ),
+        (
+            "sealed-relay-from.bin",
+            sealed(Body::RelayFrom {
+                peer: b,
+                datagram: wireguard,
+            }),
+        ),
     ]
 }

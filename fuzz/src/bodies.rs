@@ -360,6 +360,10 @@ impl rand_core::RngCore for FixedId {
     }
 }
 
+/// Not random at all: the traversal agent asks for a `CryptoRng` for its nonces, and the
+/// harness wants runs it can repeat.
+impl rand_core::CryptoRng for FixedId {}
+
 /// The STUN server the `stun` target's client asks.
 pub(crate) const STUN_SERVER: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)), 3478);
@@ -397,4 +401,137 @@ pub(crate) fn stun(data: &[u8]) -> Input {
     }
     client.handle_timeout(now + Duration::from_secs(10));
     input
+}
+
+/// The `traversal` target's rendezvous ("hub") gateway and its two peers' private keys.
+pub(crate) const TRAVERSAL_HUB_KEY: [u8; 32] = [0x44; 32];
+pub(crate) const TRAVERSAL_A_KEY: [u8; 32] = [0x55; 32];
+pub(crate) const TRAVERSAL_B_KEY: [u8; 32] = [0x66; 32];
+/// Where the hub hears peer A from.
+pub(crate) const TRAVERSAL_A_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21)), 40021);
+/// Where A hears the hub from.
+pub(crate) const TRAVERSAL_HUB_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 20)), 51820);
+/// The `traversal` input's first byte: the rest is a whole datagram from A's address.
+pub(crate) const TRAVERSAL_RAW: u8 = 0;
+/// The `traversal` input's first byte: the second is a packet type and the rest the body's
+/// plaintext, which the harness seals with A's real pair key, so it reaches the hub's state
+/// machine past the AEAD.
+pub(crate) const TRAVERSAL_SEALED: u8 = 1;
+
+/// What the `traversal` target made of an input.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct TraversalOutcome {
+    /// The body decoded (`TRAVERSAL_SEALED` inputs only).
+    pub decoded: bool,
+    /// The hub took the packet without an error.
+    pub accepted: bool,
+    /// Packets the hub queued in answer.
+    pub transmits: usize,
+}
+
+/// Bytes into the traversal decoders (`sitelink_core::traversal`): `packet::peek`, the AEAD
+/// open and `Body` parsing, then a rendezvous `Traversal` agent that knows peers A and B (and an
+/// agent of A's, which takes what only a hub may send). Input: [`TRAVERSAL_RAW`] then a datagram,
+/// or [`TRAVERSAL_SEALED`], a type byte and a body. Must not panic; a body that decodes encodes
+/// to bytes that decode to the same body (after one round, which normalises unknown candidate
+/// kinds and drops candidates past the limit); whatever the hub sends goes to A's address or
+/// to B's, which it learns only from B.
+pub(crate) fn traversal(data: &[u8]) -> TraversalOutcome {
+    use sitelink_core::traversal::{
+        is_traversal_packet, packet, Body, PairKey, PunchConfig, Traversal, TraversalPeer,
+    };
+
+    let mut outcome = TraversalOutcome::default();
+    let Some((&mode, rest)) = data.split_first() else {
+        return outcome;
+    };
+    let hub_key = PrivateKey::from_bytes(TRAVERSAL_HUB_KEY);
+    let a_key = PrivateKey::from_bytes(TRAVERSAL_A_KEY);
+    let b_key = PrivateKey::from_bytes(TRAVERSAL_B_KEY);
+    let peer = |name: &str, key: &PrivateKey, hub: Option<&PrivateKey>| TraversalPeer {
+        name: name.into(),
+        key: key.public_key(),
+        rendezvous: hub.map(PrivateKey::public_key),
+        rendezvous_endpoint: None,
+    };
+    let now = Instant::now();
+    let wall = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut rng = FixedId([7; 12]);
+    let Some(mut hub) = Traversal::new(
+        &hub_key,
+        &[peer("a", &a_key, None), peer("b", &b_key, None)],
+        true,
+        PunchConfig::default(),
+        now,
+    ) else {
+        unreachable!("a rendezvous agent always starts");
+    };
+
+    // What the hub gets from A, and what A gets from the hub.
+    let (from_a, from_hub) = if mode & 1 == TRAVERSAL_SEALED {
+        let Some((&packet_type, body)) = rest.split_first() else {
+            return outcome;
+        };
+        let Ok(decoded) = Body::decode(packet_type, body) else {
+            return outcome;
+        };
+        outcome.decoded = true;
+        assert_eq!(decoded.type_code(), packet_type);
+        let mut once = Vec::new();
+        decoded.encode(&mut once);
+        let normal = Body::decode(packet_type, &once).expect("an encoded body decodes");
+        let mut twice = Vec::new();
+        normal.encode(&mut twice);
+        assert_eq!(once, twice, "encoding is stable after one round");
+        let seal = |from: &PrivateKey, to: &PrivateKey| {
+            let key = PairKey::derive(
+                &from.to_static_secret(),
+                &from.public_key(),
+                &to.public_key(),
+            );
+            let sealed = key.seal(&from.public_key(), 1, [9; 24], &decoded);
+            let header = packet::peek(&sealed).expect("a sealed packet has a header");
+            assert_eq!(header.packet_type, packet_type);
+            assert!(matches!(key.open(&sealed), Ok((1, b)) if b == decoded));
+            sealed
+        };
+        (seal(&a_key, &hub_key), seal(&hub_key, &a_key))
+    } else {
+        (rest.to_vec(), rest.to_vec())
+    };
+    let datagram = from_a;
+    if packet::peek(&datagram).is_ok() {
+        assert!(is_traversal_packet(&datagram));
+    }
+
+    outcome.accepted = hub
+        .handle_input(TRAVERSAL_A_ADDR, &datagram, now, wall, &mut rng)
+        .is_ok();
+    hub.handle_timeout(now + Duration::from_secs(1), wall, &mut rng);
+    while let Some(t) = hub.poll_transmit() {
+        assert_eq!(t.dst, TRAVERSAL_A_ADDR, "the hub has heard only from A");
+        outcome.transmits += 1;
+    }
+    while hub.poll_event().is_some() {}
+
+    // The same packet at a peer of the hub's (as if the hub had sent it): what only a rendezvous
+    // may send is taken there, the rest refused.
+    if let Some(mut a) = Traversal::new(
+        &a_key,
+        &[
+            peer("hub", &hub_key, None),
+            peer("b", &b_key, Some(&hub_key)),
+        ],
+        false,
+        PunchConfig::default(),
+        now,
+    ) {
+        let _ = a.handle_input(TRAVERSAL_HUB_ADDR, &from_hub, now, wall, &mut rng);
+        a.handle_timeout(now + Duration::from_secs(1), wall, &mut rng);
+        while a.poll_transmit().is_some() {}
+        while a.poll_event().is_some() {}
+    }
+    outcome
 }

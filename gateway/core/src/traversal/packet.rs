@@ -129,6 +129,17 @@ impl Body {
         }
     }
 
+    /// Decodes the body of a packet of `packet_type` from its plaintext (what follows the
+    /// sequence number).
+    pub fn decode(packet_type: u8, body: &[u8]) -> Result<Self, PacketError> {
+        Self::parse(packet_type, body)
+    }
+
+    /// Appends the body's plaintext encoding (what follows the sequence number) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        self.emit(out);
+    }
+
     fn emit(&self, out: &mut Vec<u8>) {
         match self {
             Body::Probe { txid } | Body::ProbeAck { txid } => {
