@@ -18,6 +18,8 @@ use tracing::{debug, info, trace};
 /// The traversal agent and what the driver needs around it.
 pub(super) struct TraversalDriver {
     agent: Traversal,
+    /// The agent's decryption buffer; a relayed datagram borrows it.
+    scratch: Vec<u8>,
     names: Vec<(sitelink_core::keys::PublicKey, String)>,
     /// The host candidates (found at start).
     host: Vec<Candidate>,
@@ -72,6 +74,7 @@ impl TraversalDriver {
             .collect();
         Some(Self {
             agent,
+            scratch: Vec::new(),
             names,
             host: local,
         })
@@ -116,16 +119,20 @@ impl TraversalDriver {
         if !is_traversal_packet(bytes) {
             return false;
         }
-        match self
-            .agent
-            .handle_input(src, bytes, now, SystemTime::now(), &mut OsRng)
-        {
+        match self.agent.handle_input(
+            src,
+            bytes,
+            &mut self.scratch,
+            now,
+            SystemTime::now(),
+            &mut OsRng,
+        ) {
             Ok(Some(relayed)) => {
                 let mut relay = RelaySink {
                     inner: &mut *sink,
                     agent: Some(&mut self.agent),
                 };
-                gateway.handle_datagram(relayed.src, &relayed.datagram, now, &mut relay);
+                gateway.handle_datagram(relayed.src, relayed.datagram, now, &mut relay);
                 // Roaming moved the endpoint to the relay; keep a direct path if we have one.
                 if let Some((Path::Direct(addr), _)) = self.agent.path(&relayed.from) {
                     gateway.set_peer_endpoint(&relayed.from, addr);
@@ -153,7 +160,7 @@ impl TraversalDriver {
     /// Sends what the agent queued and applies its path changes.
     fn flush(&mut self, gateway: &mut Gateway, sink: &mut impl Sink) {
         while let Some(t) = self.agent.poll_transmit() {
-            sink.send_to(t.dst, &t.payload);
+            sink.send_to(t.dst, t.payload);
         }
         while let Some(e) = self.agent.poll_event() {
             gateway.set_peer_endpoint(&e.peer, e.endpoint);
@@ -250,7 +257,7 @@ impl<S: Sink> Sink for RelaySink<'_, S> {
         if let Some(peer) = agent.relay_peer(&dst) {
             if agent.relay(&peer, datagram, SystemTime::now(), &mut OsRng) {
                 while let Some(t) = agent.poll_transmit() {
-                    self.inner.send_to(t.dst, &t.payload);
+                    self.inner.send_to(t.dst, t.payload);
                 }
             }
         }
