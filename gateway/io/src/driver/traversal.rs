@@ -1,11 +1,17 @@
 //! The gateway driver's NAT-traversal glue: feeds traversal packets to the sans-IO
 //! [`Traversal`] agent, wraps WireGuard datagrams for relayed peers, applies path changes to the
 //! data plane, and adds the paths to `status`.
+//!
+//! The driver adds no allocation or system call per relayed packet: it keeps the agent's
+//! decryption buffer and a CSPRNG for the nonces ([`NonceRng`]), and sends each transmit while
+//! the agent lends it.
+
+mod nonce_rng;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Instant, SystemTime};
 
-use rand_core::OsRng;
+use nonce_rng::NonceRng;
 use serde_json::{json, Value};
 use sitelink_core::config::GatewayConfig;
 use sitelink_core::control::message::{Candidate, CandidateKind};
@@ -18,6 +24,8 @@ use tracing::{debug, info, trace};
 /// The traversal agent and what the driver needs around it.
 pub(super) struct TraversalDriver {
     agent: Traversal,
+    /// The nonces' (and probe ids') random source.
+    rng: NonceRng,
     /// The agent's decryption buffer; a relayed datagram borrows it.
     scratch: Vec<u8>,
     names: Vec<(sitelink_core::keys::PublicKey, String)>,
@@ -74,6 +82,7 @@ impl TraversalDriver {
             .collect();
         Some(Self {
             agent,
+            rng: NonceRng::new(),
             scratch: Vec::new(),
             names,
             host: local,
@@ -119,18 +128,15 @@ impl TraversalDriver {
         if !is_traversal_packet(bytes) {
             return false;
         }
-        match self.agent.handle_input(
-            src,
-            bytes,
-            &mut self.scratch,
-            now,
-            SystemTime::now(),
-            &mut OsRng,
-        ) {
+        let wall = SystemTime::now();
+        match self
+            .agent
+            .handle_input(src, bytes, &mut self.scratch, now, wall, &mut self.rng)
+        {
             Ok(Some(relayed)) => {
                 let mut relay = RelaySink {
                     inner: &mut *sink,
-                    agent: Some(&mut self.agent),
+                    agent: Some((&mut self.agent, &mut self.rng)),
                 };
                 gateway.handle_datagram(relayed.src, relayed.datagram, now, &mut relay);
                 // Roaming moved the endpoint to the relay; keep a direct path if we have one.
@@ -153,7 +159,7 @@ impl TraversalDriver {
         sink: &mut impl Sink,
     ) {
         self.agent
-            .handle_timeout(now, SystemTime::now(), &mut OsRng);
+            .handle_timeout(now, SystemTime::now(), &mut self.rng);
         self.flush(gateway, sink);
     }
 
@@ -174,7 +180,7 @@ impl TraversalDriver {
     ) -> RelaySink<'a, S> {
         RelaySink {
             inner,
-            agent: this.map(|t| &mut t.agent),
+            agent: this.map(|t| (&mut t.agent, &mut t.rng)),
         }
     }
 
@@ -245,17 +251,17 @@ impl TraversalDriver {
 /// the rendezvous.
 pub(super) struct RelaySink<'a, S: Sink> {
     inner: &'a mut S,
-    agent: Option<&'a mut Traversal>,
+    agent: Option<(&'a mut Traversal, &'a mut NonceRng)>,
 }
 
 impl<S: Sink> Sink for RelaySink<'_, S> {
     fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) {
-        let Some(agent) = self.agent.as_deref_mut().filter(|_| is_relay_address(&dst)) else {
+        let Some((agent, rng)) = self.agent.as_mut().filter(|_| is_relay_address(&dst)) else {
             self.inner.send_to(dst, datagram);
             return;
         };
         if let Some(peer) = agent.relay_peer(&dst) {
-            if agent.relay(&peer, datagram, SystemTime::now(), &mut OsRng) {
+            if agent.relay(&peer, datagram, SystemTime::now(), *rng) {
                 while let Some(t) = agent.poll_transmit() {
                     self.inner.send_to(t.dst, t.payload);
                 }
