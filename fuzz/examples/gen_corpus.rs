@@ -553,14 +553,14 @@ fn traversal_seeds() -> Vec<(&'static str, Vec<u8>)> {
             "sealed-relay-to.bin",
             sealed(Body::RelayTo {
                 peer: b,
-                datagram: wireguard.clone(),
+                datagram: &wireguard,
             }),
         ),
         (
             "sealed-relay-from.bin",
             sealed(Body::RelayFrom {
                 peer: b,
-                datagram: wireguard,
+                datagram: &wireguard,
             }),
         ),
     ]

@@ -459,6 +459,7 @@ pub(crate) fn traversal(data: &[u8]) -> TraversalOutcome {
     let now = Instant::now();
     let wall = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let mut rng = FixedId([7; 12]);
+    let mut scratch = Vec::new();
     let Some(mut hub) = Traversal::new(
         &hub_key,
         &[peer("a", &a_key, None), peer("b", &b_key, None)],
@@ -494,7 +495,8 @@ pub(crate) fn traversal(data: &[u8]) -> TraversalOutcome {
             let sealed = key.seal(&from.public_key(), 1, [9; 24], &decoded);
             let header = packet::peek(&sealed).expect("a sealed packet has a header");
             assert_eq!(header.packet_type, packet_type);
-            assert!(matches!(key.open(&sealed), Ok((1, b)) if b == decoded));
+            let mut scratch = Vec::new();
+            assert!(matches!(key.open(&sealed, &mut scratch), Ok((1, b)) if b == decoded));
             sealed
         };
         (seal(&a_key, &hub_key), seal(&hub_key, &a_key))
@@ -507,7 +509,14 @@ pub(crate) fn traversal(data: &[u8]) -> TraversalOutcome {
     }
 
     outcome.accepted = hub
-        .handle_input(TRAVERSAL_A_ADDR, &datagram, now, wall, &mut rng)
+        .handle_input(
+            TRAVERSAL_A_ADDR,
+            &datagram,
+            &mut scratch,
+            now,
+            wall,
+            &mut rng,
+        )
         .is_ok();
     hub.handle_timeout(now + Duration::from_secs(1), wall, &mut rng);
     while let Some(t) = hub.poll_transmit() {
@@ -528,7 +537,14 @@ pub(crate) fn traversal(data: &[u8]) -> TraversalOutcome {
         PunchConfig::default(),
         now,
     ) {
-        let _ = a.handle_input(TRAVERSAL_HUB_ADDR, &from_hub, now, wall, &mut rng);
+        let _ = a.handle_input(
+            TRAVERSAL_HUB_ADDR,
+            &from_hub,
+            &mut scratch,
+            now,
+            wall,
+            &mut rng,
+        );
         a.handle_timeout(now + Duration::from_secs(1), wall, &mut rng);
         while a.poll_transmit().is_some() {}
         while a.poll_event().is_some() {}

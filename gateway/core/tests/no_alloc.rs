@@ -11,15 +11,18 @@ mod counting_alloc;
 #[path = "support/gateway_pair.rs"]
 mod gateway_pair;
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
 
 use counting_alloc::{allocations_in, Counting};
 use gateway_pair::{socket, MemSink, Pair, A_WAN, B_WAN, LAN_A_HOST, LAN_B_HOST};
 use ipnet::{IpNet, Ipv4Net};
+use rand_core::{CryptoRng, RngCore};
 use sitelink_core::gateway::Sink;
+use sitelink_core::keys::{PrivateKey, PublicKey};
 use sitelink_core::nat::{Nat, NatConfig, Verdict};
 use sitelink_core::routing::PrefixTable;
+use sitelink_core::traversal::{PunchConfig, Traversal, TraversalPeer};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -302,4 +305,141 @@ fn routing_lookups_allocate_nothing() {
     });
     assert_eq!(n, 0, "{n} allocations in {} lookups", ROUNDS + 1);
     assert!(hits >= ROUNDS / 2);
+}
+
+/// A xorshift generator standing in for the driver's CSPRNG (the nonces need not be secret
+/// here, only drawn without allocating).
+struct TestRng(u64);
+
+impl RngCore for TestRng {
+    fn next_u32(&mut self) -> u32 {
+        self.next_u64() as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(8) {
+            let n = chunk.len();
+            chunk.copy_from_slice(&self.next_u64().to_le_bytes()[..n]);
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl CryptoRng for TestRng {}
+
+/// WireGuard datagrams relayed A → hub → B and back through three traversal agents: the
+/// sender wraps (`relay`), the hub opens and re-seals, the receiver opens. Each agent's
+/// transmits are sent while lent, as the driver does, and each keeps its decryption buffer.
+/// No timers run while counting (registrations and probes are not per packet).
+#[test]
+fn relayed_datagrams_allocate_nothing() {
+    let [hub_key, a_key, b_key] = [10u8, 11, 12].map(|b| PrivateKey::from_bytes([b; 32]));
+    let hub_addr: SocketAddr = "203.0.113.1:51820".parse().unwrap();
+    let a_addr: SocketAddr = "198.51.100.1:40000".parse().unwrap();
+    let b_addr: SocketAddr = "198.51.100.2:41000".parse().unwrap();
+    let peer = |name: &str, key: &PrivateKey, hub: bool| TraversalPeer {
+        name: name.into(),
+        key: key.public_key(),
+        rendezvous: hub.then(|| hub_key.public_key()),
+        rendezvous_endpoint: hub.then_some(hub_addr),
+    };
+    let hub_entry = TraversalPeer {
+        rendezvous_endpoint: Some(hub_addr),
+        ..peer("hub", &hub_key, false)
+    };
+    let now = Instant::now();
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let agent = |key: &PrivateKey, peers: &[TraversalPeer], rendezvous: bool| {
+        Traversal::new(key, peers, rendezvous, PunchConfig::default(), now).unwrap()
+    };
+    let mut hub = agent(
+        &hub_key,
+        &[peer("a", &a_key, false), peer("b", &b_key, false)],
+        true,
+    );
+    let mut a = agent(&a_key, &[hub_entry.clone(), peer("b", &b_key, true)], false);
+    let mut b = agent(&b_key, &[hub_entry, peer("a", &a_key, true)], false);
+    let (a_pub, b_pub) = (a_key.public_key(), b_key.public_key());
+
+    let mut rng = TestRng(0x9e37_79b9_7f4a_7c15);
+    let mut wire = MemSink::new();
+    let [mut hub_scratch, mut a_scratch, mut b_scratch] = [(); 3].map(|()| Vec::new());
+    // A WireGuard data message of a 1420-byte packet, and a keepalive.
+    let full: Vec<u8> = (0..FULL + 32).map(|i| i as u8).collect();
+    let small: Vec<u8> = (0..32).map(|i| i as u8).collect();
+
+    // One datagram from `from` (key `from_key`, at `from_addr`) to `to` (key `to_key`) through
+    // the hub; returns whether `to` got it, unchanged and from `from_key`.
+    let mut relay = |(from, from_key, from_addr): (&mut Traversal, PublicKey, SocketAddr),
+                     (to, to_key, to_scratch): (&mut Traversal, PublicKey, &mut Vec<u8>),
+                     datagram: &[u8]|
+     -> bool {
+        assert!(from.relay(&to_key, datagram, wall, &mut rng));
+        let mut sent = 0;
+        while let Some(t) = from.poll_transmit() {
+            assert_eq!(t.dst, hub_addr);
+            wire.send_to(t.dst, t.payload);
+            sent += 1;
+        }
+        assert_eq!(sent, 1);
+        hub.handle_input(
+            from_addr,
+            &wire.datagram,
+            &mut hub_scratch,
+            now,
+            wall,
+            &mut rng,
+        )
+        .unwrap();
+        let Some(t) = hub.poll_transmit() else {
+            return false; // the destination has not been seen by the hub yet
+        };
+        let dst = t.dst;
+        wire.send_to(dst, t.payload);
+        assert!(hub.poll_transmit().is_none());
+        let relayed = to
+            .handle_input(hub_addr, &wire.datagram, to_scratch, now, wall, &mut rng)
+            .unwrap()
+            .unwrap();
+        relayed.datagram == datagram && relayed.from == from_key
+    };
+    let mut round = |a: &mut Traversal, b: &mut Traversal, i: usize| {
+        let (forth, back) = if i.is_multiple_of(2) {
+            (&full, &small)
+        } else {
+            (&small, &full)
+        };
+        let ab = relay((a, a_pub, a_addr), (b, b_pub, &mut b_scratch), forth);
+        let ba = relay((b, b_pub, b_addr), (a, a_pub, &mut a_scratch), back);
+        (ab, ba)
+    };
+    // The hub learns where A and B are from their first relay frames.
+    assert_eq!(round(&mut a, &mut b, 0), (false, true));
+    for i in 1..WARM_UP {
+        assert_eq!(round(&mut a, &mut b, i), (true, true));
+    }
+    let ((), n) = allocations_in(|| {
+        for i in 0..ROUNDS {
+            assert_eq!(round(&mut a, &mut b, i), (true, true));
+        }
+    });
+    assert_eq!(
+        n,
+        0,
+        "{n} allocations relaying {ROUNDS} round trips ({} and 32 bytes each way)",
+        FULL + 32
+    );
+    assert_eq!(
+        hub.counters().relayed_for_peers,
+        2 * (WARM_UP + ROUNDS) as u64 - 1
+    );
+    assert_eq!(b.counters().relayed_received, (WARM_UP + ROUNDS - 1) as u64);
 }

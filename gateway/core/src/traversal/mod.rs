@@ -12,13 +12,20 @@
 //! # Driving it
 //!
 //! ```text
-//! datagram with is_traversal_packet(): match traversal.handle_input(src, bytes, now, wall, rng)
-//!     Ok(Some(Relayed { from, datagram })) => gateway.handle_datagram(relay_address(from), ..)
+//! datagram with is_traversal_packet():
+//!     match traversal.handle_input(src, bytes, &mut scratch, now, wall, rng)
+//!     Ok(Some(Relayed { src, datagram, .. })) => gateway.handle_datagram(src, datagram, ..)
 //! WireGuard datagram for a peer whose endpoint is a relay address (see `relay_peer`):
 //!     traversal.relay(peer, datagram, wall, rng) instead of sending it
 //! timeout: traversal.handle_timeout(now, wall, rng)
-//! then:    poll_transmit() → socket; poll_event() → gateway.set_peer_endpoint(..)
+//! then:    while let Some(t) = poll_transmit() → socket; poll_event() → gateway.set_peer_endpoint(..)
 //! ```
+//!
+//! Relaying allocates nothing once warm: the caller's `scratch` (one buffer, kept and passed on
+//! every call) receives the decrypted packet and a [`Relayed`] datagram borrows it; a sealed
+//! packet is written into a buffer the agent takes from a small pool, and [`Traversal::poll_transmit`]
+//! lends it out and takes it back on the next call. The driver's `rng` draws a 24-byte nonce
+//! per packet, so it should be a cheap CSPRNG (seeded from the OS), not a system call each.
 //!
 //! Relayed peers are given a *relay address* as their WireGuard endpoint: an address in the
 //! IPv6 discard prefix `100::/64` (RFC 6666) that stands for "through the rendezvous". The
@@ -47,13 +54,17 @@ pub const REGISTER_INTERVAL: Duration = Duration::from_secs(20);
 /// How soon a peer asks again while the other side has not registered yet, or no answer came.
 pub const REGISTER_RETRY: Duration = Duration::from_secs(1);
 
-/// A datagram to send from the tunnel's socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
+/// Spare transmit buffers kept for reuse: enough for the packets one input or timeout queues at
+/// a time in steady state; more are freed once sent.
+const SPARE_BUFFERS: usize = 8;
+
+/// A datagram to send from the tunnel's socket, lent by [`Traversal::poll_transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit<'a> {
     /// Where to.
     pub dst: SocketAddr,
     /// The packet.
-    pub payload: Vec<u8>,
+    pub payload: &'a [u8],
 }
 
 /// A path change for the gateway.
@@ -67,15 +78,16 @@ pub struct PathEvent {
     pub endpoint: SocketAddr,
 }
 
-/// A WireGuard datagram that arrived through the rendezvous.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Relayed {
+/// A WireGuard datagram that arrived through the rendezvous. It borrows the `scratch` buffer
+/// given to [`Traversal::handle_input`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed<'a> {
     /// The peer that sent it.
     pub from: PublicKey,
     /// Its relay address: pass it to the gateway as the datagram's source.
     pub src: SocketAddr,
     /// The WireGuard datagram.
-    pub datagram: Vec<u8>,
+    pub datagram: &'a [u8],
 }
 
 /// A configured peer as traversal sees it.
@@ -147,6 +159,69 @@ pub enum TraversalError {
     Unexpected(&'static str),
 }
 
+/// Sealed packets waiting to be sent, and the buffers they are sealed into.
+struct Outbox {
+    /// Our static key, the sender of every packet.
+    sender: PublicKey,
+    /// The sequence number of the last packet sealed.
+    last_seq: u64,
+    /// Sealed packets, oldest first.
+    queue: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// The buffer [`Traversal::poll_transmit`] lent out last; reused from its next call.
+    lent: Option<Vec<u8>>,
+    /// Buffers to seal into (at most [`SPARE_BUFFERS`]).
+    spare: Vec<Vec<u8>>,
+}
+
+impl Outbox {
+    fn new(sender: PublicKey) -> Self {
+        Self {
+            sender,
+            last_seq: 0,
+            queue: VecDeque::new(),
+            lent: None,
+            spare: Vec::new(),
+        }
+    }
+
+    fn next_seq(&mut self, wall: SystemTime) -> u64 {
+        let clock = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1))
+            .unwrap_or(0);
+        self.last_seq = clock.max(self.last_seq + 1).min(u64::MAX - 1);
+        self.last_seq
+    }
+
+    /// Seals `body` with `key` (the pair key of the receiver) and queues it for `dst`.
+    fn send<R: CryptoRngCore + ?Sized>(
+        &mut self,
+        key: &PairKey,
+        dst: SocketAddr,
+        body: &Body<'_>,
+        wall: SystemTime,
+        rng: &mut R,
+    ) {
+        let seq = self.next_seq(wall);
+        let mut nonce = [0u8; 24];
+        rng.fill_bytes(&mut nonce);
+        let mut buf = self.spare.pop().unwrap_or_default();
+        key.seal_into(&self.sender, seq, nonce, body, &mut buf);
+        self.queue.push_back((dst, buf));
+    }
+
+    fn poll(&mut self) -> Option<Transmit<'_>> {
+        if let Some(buf) = self.lent.take() {
+            if self.spare.len() < SPARE_BUFFERS {
+                self.spare.push(buf);
+            }
+        }
+        let (dst, buf) = self.queue.pop_front()?;
+        let payload = self.lent.insert(buf);
+        Some(Transmit { dst, payload })
+    }
+}
+
 /// The traversal agent of one gateway. See the module docs for how a driver uses it.
 pub struct Traversal {
     public_key: PublicKey,
@@ -154,8 +229,7 @@ pub struct Traversal {
     peers: HashMap<PublicKey, Entry>,
     by_relay_addr: HashMap<SocketAddr, PublicKey>,
     local: Vec<Candidate>,
-    last_seq: u64,
-    transmits: VecDeque<Transmit>,
+    outbox: Outbox,
     events: VecDeque<PathEvent>,
     counters: TraversalCounters,
 }
@@ -229,8 +303,7 @@ impl Traversal {
             peers: map,
             by_relay_addr,
             local: Vec::new(),
-            last_seq: 0,
-            transmits: VecDeque::new(),
+            outbox: Outbox::new(public_key),
             events: VecDeque::new(),
             counters: TraversalCounters::default(),
         })
@@ -284,35 +357,23 @@ impl Traversal {
             .unwrap_or_default()
     }
 
-    fn next_seq(&mut self, wall: SystemTime) -> u64 {
-        let clock = wall
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1))
-            .unwrap_or(0);
-        self.last_seq = clock.max(self.last_seq + 1).min(u64::MAX - 1);
-        self.last_seq
-    }
-
+    /// Seals `body` for the configured peer `to` and queues it for `dst`.
     fn send<R: CryptoRngCore + ?Sized>(
         &mut self,
         to: &PublicKey,
         dst: SocketAddr,
-        body: &Body,
+        body: &Body<'_>,
         wall: SystemTime,
         rng: &mut R,
     ) {
-        let seq = self.next_seq(wall);
-        let Some(e) = self.peers.get(to) else {
-            return;
-        };
-        let mut nonce = [0u8; 24];
-        rng.fill_bytes(&mut nonce);
-        let payload = e.key.seal(&self.public_key, seq, nonce, body);
-        self.transmits.push_back(Transmit { dst, payload });
+        if let Some(e) = self.peers.get(to) {
+            self.outbox.send(&e.key, dst, body, wall, rng);
+        }
     }
 
     /// Wraps a WireGuard datagram for `peer` to go through its rendezvous. Returns false if
-    /// `peer` has no rendezvous or its address is unknown.
+    /// `peer` has no rendezvous or its address is unknown. Allocates nothing once warm (see
+    /// the module docs).
     pub fn relay<R: CryptoRngCore + ?Sized>(
         &mut self,
         peer: &PublicKey,
@@ -328,26 +389,33 @@ impl Traversal {
         else {
             return false;
         };
+        let Some(hub_entry) = self.peers.get(&hub) else {
+            return false;
+        };
         let body = Body::RelayTo {
             peer: *peer,
-            datagram: datagram.to_vec(),
+            datagram,
         };
         self.counters.relayed_sent += 1;
-        self.send(&hub, hub_addr, &body, wall, rng);
+        self.outbox.send(&hub_entry.key, hub_addr, &body, wall, rng);
         true
     }
 
     /// Handles a traversal packet from `src`. Returns a relayed WireGuard datagram for the
     /// gateway, if it was one.
-    pub fn handle_input<R: CryptoRngCore + ?Sized>(
+    ///
+    /// `scratch` receives the decrypted packet (its contents are replaced) and the returned
+    /// datagram borrows it; keep one buffer and pass it on every call.
+    pub fn handle_input<'s, R: CryptoRngCore + ?Sized>(
         &mut self,
         src: SocketAddr,
         bytes: &[u8],
+        scratch: &'s mut Vec<u8>,
         now: Instant,
         wall: SystemTime,
         rng: &mut R,
-    ) -> Result<Option<Relayed>, TraversalError> {
-        let result = self.input(src, bytes, now, wall, rng);
+    ) -> Result<Option<Relayed<'s>>, TraversalError> {
+        let result = self.input(src, bytes, scratch, now, wall, rng);
         if let Err(e) = &result {
             self.counters.rx_dropped += 1;
             trace!(%src, error = %e, "traversal packet dropped");
@@ -355,21 +423,22 @@ impl Traversal {
         result
     }
 
-    fn input<R: CryptoRngCore + ?Sized>(
+    fn input<'s, R: CryptoRngCore + ?Sized>(
         &mut self,
         src: SocketAddr,
         bytes: &[u8],
+        scratch: &'s mut Vec<u8>,
         now: Instant,
         wall: SystemTime,
         rng: &mut R,
-    ) -> Result<Option<Relayed>, TraversalError> {
+    ) -> Result<Option<Relayed<'s>>, TraversalError> {
         let header = packet::peek(bytes)?;
         let sender = header.sender;
         let entry = self
             .peers
             .get_mut(&sender)
             .ok_or(PacketError::UnknownKey(sender))?;
-        let (seq, body) = entry.key.open(bytes)?;
+        let (seq, body) = entry.key.open(bytes, scratch)?;
         entry.window.mark(seq).map_err(|_| PacketError::Replayed)?;
         match body {
             Body::Probe { txid } => {
@@ -377,7 +446,8 @@ impl Traversal {
                 if let Some(p) = &mut entry.punch {
                     p.punch.probe_received(src, now);
                 }
-                self.send(&sender, src, &Body::ProbeAck { txid }, wall, rng);
+                let ack = Body::ProbeAck { txid };
+                self.outbox.send(&entry.key, src, &ack, wall, rng);
                 Ok(None)
             }
             Body::ProbeAck { txid } => {
@@ -420,15 +490,18 @@ impl Traversal {
             }
             Body::RelayTo { peer, datagram } if self.rendezvous => {
                 entry.seen_at = Some(src);
-                let dst = self.peers.get(&peer).and_then(|e| e.seen_at);
+                let dst = self
+                    .peers
+                    .get(&peer)
+                    .and_then(|e| Some((&e.key, e.seen_at?)));
                 match dst {
-                    Some(dst) if peer != sender => {
+                    Some((key, dst)) if peer != sender => {
                         self.counters.relayed_for_peers += 1;
                         let body = Body::RelayFrom {
                             peer: sender,
                             datagram,
                         };
-                        self.send(&peer, dst, &body, wall, rng);
+                        self.outbox.send(key, dst, &body, wall, rng);
                     }
                     _ => self.counters.relay_no_destination += 1,
                 }
@@ -576,10 +649,11 @@ impl Traversal {
             .min()
     }
 
-    /// The next datagram to send.
+    /// The next datagram to send. Its buffer goes back to the agent's pool on the next call, so
+    /// call until `None` (as a driver's loop does) to keep relaying allocation-free.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+    pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
+        self.outbox.poll()
     }
 
     /// The next path change.

@@ -73,9 +73,11 @@ pub fn is_traversal_packet(bytes: &[u8]) -> bool {
     matches!(bytes.first(), Some(TYPE_PROBE..=TYPE_RELAY_FROM))
 }
 
-/// A traversal message, decrypted.
+/// A traversal message, decrypted. The relay variants borrow the WireGuard datagram (from the
+/// caller when sealing, from the decryption buffer when opened), so relaying copies no datagram
+/// into a `Vec` of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Body {
+pub enum Body<'a> {
     /// "Can you hear me?" — `txid` is echoed in the ack.
     Probe {
         /// Random per probe.
@@ -105,18 +107,18 @@ pub enum Body {
         /// The destination peer.
         peer: PublicKey,
         /// The datagram, still encrypted by WireGuard.
-        datagram: Vec<u8>,
+        datagram: &'a [u8],
     },
     /// "`peer` sent you this WireGuard datagram through me."
     RelayFrom {
         /// The peer that sent it.
         peer: PublicKey,
         /// The datagram.
-        datagram: Vec<u8>,
+        datagram: &'a [u8],
     },
 }
 
-impl Body {
+impl<'a> Body<'a> {
     /// The packet type byte.
     pub fn type_code(&self) -> u8 {
         match self {
@@ -131,13 +133,30 @@ impl Body {
 
     /// Decodes the body of a packet of `packet_type` from its plaintext (what follows the
     /// sequence number).
-    pub fn decode(packet_type: u8, body: &[u8]) -> Result<Self, PacketError> {
+    pub fn decode(packet_type: u8, body: &'a [u8]) -> Result<Self, PacketError> {
         Self::parse(packet_type, body)
     }
 
     /// Appends the body's plaintext encoding (what follows the sequence number) to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         self.emit(out);
+    }
+
+    /// How many bytes [`Self::emit`] writes.
+    fn emitted_len(&self) -> usize {
+        match self {
+            Body::Probe { .. } | Body::ProbeAck { .. } => 8,
+            Body::Register { candidates, .. } | Body::PeerCandidates { candidates, .. } => {
+                32 + candidates
+                    .iter()
+                    .take(MAX_CANDIDATES)
+                    .map(|c| if c.addr.is_ipv4() { 4 + 4 } else { 4 + 16 })
+                    .sum::<usize>()
+            }
+            Body::RelayTo { datagram, .. } | Body::RelayFrom { datagram, .. } => {
+                32 + datagram.len()
+            }
+        }
     }
 
     fn emit(&self, out: &mut Vec<u8>) {
@@ -169,12 +188,12 @@ impl Body {
         }
     }
 
-    fn parse(packet_type: u8, b: &[u8]) -> Result<Self, PacketError> {
+    fn parse(packet_type: u8, b: &'a [u8]) -> Result<Self, PacketError> {
         let txid = || -> Result<u64, PacketError> {
             let bytes: [u8; 8] = b.try_into().map_err(|_| PacketError::BadBody)?;
             Ok(u64::from_be_bytes(bytes))
         };
-        let key = || -> Result<(PublicKey, &[u8]), PacketError> {
+        let key = || -> Result<(PublicKey, &'a [u8]), PacketError> {
             let (k, rest) = b.split_first_chunk::<32>().ok_or(PacketError::BadBody)?;
             Ok((PublicKey::from_bytes(*k), rest))
         };
@@ -191,8 +210,7 @@ impl Body {
                 }
             }
             TYPE_RELAY_TO | TYPE_RELAY_FROM => {
-                let (peer, rest) = key()?;
-                let datagram = rest.to_vec();
+                let (peer, datagram) = key()?;
                 if packet_type == TYPE_RELAY_TO {
                     Body::RelayTo { peer, datagram }
                 } else {
@@ -318,16 +336,33 @@ impl PairKey {
         Self(XChaCha20Poly1305::new(&key))
     }
 
-    /// Seals `body` from `sender` with sequence number `seq` and the 24-byte `nonce`.
-    pub fn seal(&self, sender: &PublicKey, seq: u64, nonce: [u8; 24], body: &Body) -> Vec<u8> {
-        let mut out = Vec::with_capacity(OVERHEAD + 64);
+    /// Seals `body` from `sender` with sequence number `seq` and the 24-byte `nonce`, into a new
+    /// `Vec`. See [`Self::seal_into`] to reuse a buffer.
+    pub fn seal(&self, sender: &PublicKey, seq: u64, nonce: [u8; 24], body: &Body<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.seal_into(sender, seq, nonce, body, &mut out);
+        out
+    }
+
+    /// Seals `body` like [`Self::seal`], replacing what `out` held. Allocates only when `out`
+    /// has less capacity than the packet needs.
+    pub fn seal_into(
+        &self,
+        sender: &PublicKey,
+        seq: u64,
+        nonce: [u8; 24],
+        body: &Body<'_>,
+        out: &mut Vec<u8>,
+    ) {
+        out.clear();
+        out.reserve(OVERHEAD + body.emitted_len());
         out.push(body.type_code());
         out.push(VERSION);
         out.extend_from_slice(&[0, 0]);
         out.extend_from_slice(sender.as_bytes());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&seq.to_be_bytes());
-        body.emit(&mut out);
+        body.emit(out);
         let (head, plaintext) = out.split_at_mut(HEADER_LEN);
         // Encryption fails only for plaintexts beyond 2^38 bytes.
         let tag = self
@@ -335,24 +370,32 @@ impl PairKey {
             .encrypt_in_place_detached(XNonce::from_slice(&nonce), &head[field::AD], plaintext)
             .unwrap_or_default();
         out.extend_from_slice(&tag);
-        out
     }
 
     /// Opens a packet whose header [`peek`] read: returns the sequence number and the body.
-    pub fn open(&self, bytes: &[u8]) -> Result<(u64, Body), PacketError> {
+    ///
+    /// The plaintext is decrypted into `scratch` (its old contents are replaced) and the body
+    /// borrows it. Pass the same buffer every time: once it has grown to the largest packet,
+    /// opening allocates nothing but a `Register`'s or `PeerCandidates`' candidate list.
+    pub fn open<'s>(
+        &self,
+        bytes: &[u8],
+        scratch: &'s mut Vec<u8>,
+    ) -> Result<(u64, Body<'s>), PacketError> {
         let header = peek(bytes)?;
         let (head, rest) = bytes.split_at(HEADER_LEN);
         let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let mut plaintext = ciphertext.to_vec();
+        scratch.clear();
+        scratch.extend_from_slice(ciphertext);
         self.0
             .decrypt_in_place_detached(
                 XNonce::from_slice(&head[field::NONCE]),
                 &head[field::AD],
-                &mut plaintext,
+                scratch.as_mut_slice(),
                 tag.into(),
             )
             .map_err(|_| PacketError::Auth)?;
-        let (seq, body) = plaintext
+        let (seq, body) = scratch
             .split_first_chunk::<SEQ_LEN>()
             .ok_or(PacketError::Malformed)?;
         let seq = u64::from_be_bytes(*seq);
@@ -403,11 +446,11 @@ mod tests {
             },
             Body::RelayTo {
                 peer: b.public_key(),
-                datagram: vec![4, 0, 0, 0, 1, 2, 3],
+                datagram: &[4, 0, 0, 0, 1, 2, 3],
             },
             Body::RelayFrom {
                 peer: a.public_key(),
-                datagram: vec![],
+                datagram: &[],
             },
         ];
         for (i, body) in bodies.iter().enumerate() {
@@ -416,7 +459,59 @@ mod tests {
             let h = peek(&bytes).expect("header");
             assert_eq!(h.sender, a.public_key());
             assert_eq!(h.packet_type, body.type_code());
-            assert_eq!(kb.open(&bytes), Ok((100 + i as u64, body.clone())));
+            let mut scratch = Vec::new();
+            assert_eq!(
+                kb.open(&bytes, &mut scratch),
+                Ok((100 + i as u64, body.clone()))
+            );
+        }
+    }
+
+    /// The relay packets are exactly the documented layout (the module docs), whether sealed
+    /// into a new `Vec` or into a buffer that held a longer packet before: older and newer
+    /// gateways interoperate.
+    #[test]
+    fn relay_packets_match_the_documented_layout() {
+        let (a, b) = pair();
+        let ka = PairKey::derive(&a.to_static_secret(), &a.public_key(), &b.public_key());
+        let datagram: Vec<u8> = (0..148u8).collect();
+        let (seq, nonce) = (0x0102_0304_0506_0708u64, [0x5a; 24]);
+        for (type_code, body) in [
+            (
+                TYPE_RELAY_TO,
+                Body::RelayTo {
+                    peer: b.public_key(),
+                    datagram: &datagram,
+                },
+            ),
+            (
+                TYPE_RELAY_FROM,
+                Body::RelayFrom {
+                    peer: b.public_key(),
+                    datagram: &datagram,
+                },
+            ),
+        ] {
+            let mut expected = vec![type_code, VERSION, 0, 0];
+            expected.extend_from_slice(a.public_key().as_bytes());
+            expected.extend_from_slice(&nonce);
+            let mut plaintext = seq.to_be_bytes().to_vec();
+            plaintext.extend_from_slice(b.public_key().as_bytes());
+            plaintext.extend_from_slice(&datagram);
+            let tag =
+                ka.0.encrypt_in_place_detached(
+                    XNonce::from_slice(&nonce),
+                    &expected[..36],
+                    &mut plaintext,
+                )
+                .expect("encrypts");
+            expected.extend_from_slice(&plaintext);
+            expected.extend_from_slice(&tag);
+
+            assert_eq!(ka.seal(&a.public_key(), seq, nonce, &body), expected);
+            let mut reused = vec![0xee; 4000];
+            ka.seal_into(&a.public_key(), seq, nonce, &body, &mut reused);
+            assert_eq!(reused, expected);
         }
     }
 
@@ -425,13 +520,23 @@ mod tests {
         let (a, b) = pair();
         let ka = PairKey::derive(&a.to_static_secret(), &a.public_key(), &b.public_key());
         let bytes = ka.seal(&a.public_key(), 1, [9; 24], &Body::Probe { txid: 3 });
+        let mut scratch = Vec::new();
         for i in 0..bytes.len() {
             let mut t = bytes.clone();
             t[i] ^= 0x01;
-            assert!(ka.open(&t).is_err(), "flip at byte {i} accepted");
+            assert!(
+                ka.open(&t, &mut scratch).is_err(),
+                "flip at byte {i} accepted"
+            );
         }
-        assert_eq!(ka.open(&bytes[..bytes.len() - 1]), Err(PacketError::Auth));
-        assert_eq!(ka.open(&bytes[..OVERHEAD - 1]), Err(PacketError::Malformed));
+        assert_eq!(
+            ka.open(&bytes[..bytes.len() - 1], &mut scratch),
+            Err(PacketError::Auth)
+        );
+        assert_eq!(
+            ka.open(&bytes[..OVERHEAD - 1], &mut scratch),
+            Err(PacketError::Malformed)
+        );
     }
 
     #[test]
@@ -442,7 +547,7 @@ mod tests {
         let kc = PairKey::derive(&c.to_static_secret(), &c.public_key(), &b.public_key());
         let kb = PairKey::derive(&b.to_static_secret(), &b.public_key(), &a.public_key());
         let forged = kc.seal(&a.public_key(), 1, [0; 24], &Body::Probe { txid: 1 });
-        assert_eq!(kb.open(&forged), Err(PacketError::Auth));
+        assert_eq!(kb.open(&forged, &mut Vec::new()), Err(PacketError::Auth));
     }
 
     #[test]
@@ -455,7 +560,7 @@ mod tests {
                 bytes[1] = VERSION;
             }
             let _ = peek(&bytes);
-            let _ = ka.open(&bytes);
+            let _ = ka.open(&bytes, &mut Vec::new());
         }
     }
 }

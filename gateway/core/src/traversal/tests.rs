@@ -29,6 +29,8 @@ struct Sim {
     b_to_a: bool,
     /// Relayed WireGuard datagrams that arrived: (receiver, from, bytes).
     delivered: Vec<(usize, PublicKey, Vec<u8>)>,
+    /// The agents' decryption buffer.
+    scratch: Vec<u8>,
     events: Vec<(usize, PathEvent)>,
 }
 
@@ -79,6 +81,7 @@ impl Sim {
             a_to_b,
             b_to_a,
             delivered: Vec::new(),
+            scratch: Vec::new(),
             events: Vec::new(),
         }
     }
@@ -99,7 +102,8 @@ impl Sim {
             for from in 0..3 {
                 while let Some(t) = self.agent(from).poll_transmit() {
                     moved = true;
-                    let Some(to) = public.iter().position(|p| *p == t.dst) else {
+                    let (dst, payload) = (t.dst, t.payload.to_vec());
+                    let Some(to) = public.iter().position(|p| *p == dst) else {
                         continue;
                     };
                     let allowed = match (from, to) {
@@ -114,12 +118,18 @@ impl Sim {
                     let mut rng = TestRng(self.rng.0.wrapping_add(from as u64 * 31 + 1));
                     self.rng.0 = self.rng.0.wrapping_mul(6364136223846793005).wrapping_add(1);
                     let src = public[from];
-                    if let Ok(Some(r)) = self
-                        .agent(to)
-                        .handle_input(src, &t.payload, now, wall, &mut rng)
-                    {
-                        self.delivered.push((to, r.from, r.datagram));
+                    let mut scratch = std::mem::take(&mut self.scratch);
+                    if let Ok(Some(r)) = self.agent(to).handle_input(
+                        src,
+                        &payload,
+                        &mut scratch,
+                        now,
+                        wall,
+                        &mut rng,
+                    ) {
+                        self.delivered.push((to, r.from, r.datagram.to_vec()));
                     }
+                    self.scratch = scratch;
                 }
                 while let Some(e) = self.agent(from).poll_event() {
                     self.events.push((from, e));
@@ -242,15 +252,16 @@ fn blocked_pairs_fall_back_to_the_relay_and_move_to_direct_later() {
 
     // A relay frame recorded on the wire and sent again is refused by the hub.
     assert!(s.a.relay(&b_key, &[4, 0, 0, 0, 43], wall, &mut rng));
-    let frame = s.a.poll_transmit().expect("frame");
+    let frame = s.a.poll_transmit().expect("frame").payload.to_vec();
     let (now, wall) = (s.now, s.wall);
+    let mut scratch = Vec::new();
     assert!(s
         .hub
-        .handle_input(addr(A_PUB), &frame.payload, now, wall, &mut rng)
+        .handle_input(addr(A_PUB), &frame, &mut scratch, now, wall, &mut rng)
         .is_ok());
     assert!(matches!(
         s.hub
-            .handle_input(addr(A_PUB), &frame.payload, now, wall, &mut rng),
+            .handle_input(addr(A_PUB), &frame, &mut scratch, now, wall, &mut rng),
         Err(TraversalError::Packet(PacketError::Replayed))
     ));
 
@@ -272,6 +283,7 @@ fn blocked_pairs_fall_back_to_the_relay_and_move_to_direct_later() {
 fn unknown_keys_and_non_rendezvous_senders_are_refused() {
     let mut s = Sim::new(true, true);
     let (now, wall, mut rng) = (s.now, s.wall, TestRng(3));
+    let mut scratch = Vec::new();
     let stranger = PrivateKey::from_bytes([66; 32]);
     let key = PairKey::derive(
         &stranger.to_static_secret(),
@@ -284,11 +296,12 @@ fn unknown_keys_and_non_rendezvous_senders_are_refused() {
         [0; 24],
         &Body::RelayTo {
             peer: s.keys[2],
-            datagram: vec![1],
+            datagram: &[1],
         },
     );
     assert!(matches!(
-        s.hub.handle_input(addr(A_PUB), &bytes, now, wall, &mut rng),
+        s.hub
+            .handle_input(addr(A_PUB), &bytes, &mut scratch, now, wall, &mut rng),
         Err(TraversalError::Packet(PacketError::UnknownKey(_)))
     ));
     // B (not the rendezvous) telling A where "b" is: refused.
@@ -307,7 +320,7 @@ fn unknown_keys_and_non_rendezvous_senders_are_refused() {
         },
     );
     assert!(matches!(
-        s.a.handle_input(addr(B_PUB), &lie, now, wall, &mut rng),
+        s.a.handle_input(addr(B_PUB), &lie, &mut scratch, now, wall, &mut rng),
         Err(TraversalError::Unexpected(_))
     ));
     // A non-rendezvous gateway relays nothing.
@@ -317,12 +330,12 @@ fn unknown_keys_and_non_rendezvous_senders_are_refused() {
         [2; 24],
         &Body::RelayTo {
             peer: s.keys[0],
-            datagram: vec![1],
+            datagram: &[1],
         },
     );
     assert!(s
         .a
-        .handle_input(addr(B_PUB), &relay, now, wall, &mut rng)
+        .handle_input(addr(B_PUB), &relay, &mut scratch, now, wall, &mut rng)
         .is_err());
     assert!(s.a.poll_transmit().is_none() || s.a.poll_transmit().is_none());
 }

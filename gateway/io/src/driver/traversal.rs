@@ -1,11 +1,17 @@
 //! The gateway driver's NAT-traversal glue: feeds traversal packets to the sans-IO
 //! [`Traversal`] agent, wraps WireGuard datagrams for relayed peers, applies path changes to the
 //! data plane, and adds the paths to `status`.
+//!
+//! The driver adds no allocation or system call per relayed packet: it keeps the agent's
+//! decryption buffer and a CSPRNG for the nonces ([`NonceRng`]), and sends each transmit while
+//! the agent lends it.
+
+mod nonce_rng;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Instant, SystemTime};
 
-use rand_core::OsRng;
+use nonce_rng::NonceRng;
 use serde_json::{json, Value};
 use sitelink_core::config::GatewayConfig;
 use sitelink_core::control::message::{Candidate, CandidateKind};
@@ -18,6 +24,10 @@ use tracing::{debug, info, trace};
 /// The traversal agent and what the driver needs around it.
 pub(super) struct TraversalDriver {
     agent: Traversal,
+    /// The nonces' (and probe ids') random source.
+    rng: NonceRng,
+    /// The agent's decryption buffer; a relayed datagram borrows it.
+    scratch: Vec<u8>,
     names: Vec<(sitelink_core::keys::PublicKey, String)>,
     /// The host candidates (found at start).
     host: Vec<Candidate>,
@@ -72,6 +82,8 @@ impl TraversalDriver {
             .collect();
         Some(Self {
             agent,
+            rng: NonceRng::new(),
+            scratch: Vec::new(),
             names,
             host: local,
         })
@@ -116,16 +128,17 @@ impl TraversalDriver {
         if !is_traversal_packet(bytes) {
             return false;
         }
+        let wall = SystemTime::now();
         match self
             .agent
-            .handle_input(src, bytes, now, SystemTime::now(), &mut OsRng)
+            .handle_input(src, bytes, &mut self.scratch, now, wall, &mut self.rng)
         {
             Ok(Some(relayed)) => {
                 let mut relay = RelaySink {
                     inner: &mut *sink,
-                    agent: Some(&mut self.agent),
+                    agent: Some((&mut self.agent, &mut self.rng)),
                 };
-                gateway.handle_datagram(relayed.src, &relayed.datagram, now, &mut relay);
+                gateway.handle_datagram(relayed.src, relayed.datagram, now, &mut relay);
                 // Roaming moved the endpoint to the relay; keep a direct path if we have one.
                 if let Some((Path::Direct(addr), _)) = self.agent.path(&relayed.from) {
                     gateway.set_peer_endpoint(&relayed.from, addr);
@@ -146,14 +159,14 @@ impl TraversalDriver {
         sink: &mut impl Sink,
     ) {
         self.agent
-            .handle_timeout(now, SystemTime::now(), &mut OsRng);
+            .handle_timeout(now, SystemTime::now(), &mut self.rng);
         self.flush(gateway, sink);
     }
 
     /// Sends what the agent queued and applies its path changes.
     fn flush(&mut self, gateway: &mut Gateway, sink: &mut impl Sink) {
         while let Some(t) = self.agent.poll_transmit() {
-            sink.send_to(t.dst, &t.payload);
+            sink.send_to(t.dst, t.payload);
         }
         while let Some(e) = self.agent.poll_event() {
             gateway.set_peer_endpoint(&e.peer, e.endpoint);
@@ -167,7 +180,7 @@ impl TraversalDriver {
     ) -> RelaySink<'a, S> {
         RelaySink {
             inner,
-            agent: this.map(|t| &mut t.agent),
+            agent: this.map(|t| (&mut t.agent, &mut t.rng)),
         }
     }
 
@@ -238,19 +251,19 @@ impl TraversalDriver {
 /// the rendezvous.
 pub(super) struct RelaySink<'a, S: Sink> {
     inner: &'a mut S,
-    agent: Option<&'a mut Traversal>,
+    agent: Option<(&'a mut Traversal, &'a mut NonceRng)>,
 }
 
 impl<S: Sink> Sink for RelaySink<'_, S> {
     fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) {
-        let Some(agent) = self.agent.as_deref_mut().filter(|_| is_relay_address(&dst)) else {
+        let Some((agent, rng)) = self.agent.as_mut().filter(|_| is_relay_address(&dst)) else {
             self.inner.send_to(dst, datagram);
             return;
         };
         if let Some(peer) = agent.relay_peer(&dst) {
-            if agent.relay(&peer, datagram, SystemTime::now(), &mut OsRng) {
+            if agent.relay(&peer, datagram, SystemTime::now(), *rng) {
                 while let Some(t) = agent.poll_transmit() {
-                    self.inner.send_to(t.dst, &t.payload);
+                    self.inner.send_to(t.dst, t.payload);
                 }
             }
         }
