@@ -131,19 +131,8 @@ impl<'a> Body<'a> {
         }
     }
 
-    /// Decodes the body of a packet of `packet_type` from its plaintext (what follows the
-    /// sequence number).
-    pub fn decode(packet_type: u8, body: &'a [u8]) -> Result<Self, PacketError> {
-        Self::parse(packet_type, body)
-    }
-
-    /// Appends the body's plaintext encoding (what follows the sequence number) to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        self.emit(out);
-    }
-
-    /// How many bytes [`Self::emit`] writes.
-    fn emitted_len(&self) -> usize {
+    /// How many bytes [`Self::encode`] writes.
+    fn encoded_len(&self) -> usize {
         match self {
             Body::Probe { .. } | Body::ProbeAck { .. } => 8,
             Body::Register { candidates, .. } | Body::PeerCandidates { candidates, .. } => {
@@ -159,7 +148,8 @@ impl<'a> Body<'a> {
         }
     }
 
-    fn emit(&self, out: &mut Vec<u8>) {
+    /// Appends the body's plaintext encoding (what follows the sequence number) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Body::Probe { txid } | Body::ProbeAck { txid } => {
                 out.extend_from_slice(&txid.to_be_bytes())
@@ -188,7 +178,9 @@ impl<'a> Body<'a> {
         }
     }
 
-    fn parse(packet_type: u8, b: &'a [u8]) -> Result<Self, PacketError> {
+    /// Decodes the body of a packet of `packet_type` from its plaintext (what follows the
+    /// sequence number).
+    pub fn decode(packet_type: u8, b: &'a [u8]) -> Result<Self, PacketError> {
         let txid = || -> Result<u64, PacketError> {
             let bytes: [u8; 8] = b.try_into().map_err(|_| PacketError::BadBody)?;
             Ok(u64::from_be_bytes(bytes))
@@ -355,14 +347,14 @@ impl PairKey {
         out: &mut Vec<u8>,
     ) {
         out.clear();
-        out.reserve(OVERHEAD + body.emitted_len());
+        out.reserve(OVERHEAD + body.encoded_len());
         out.push(body.type_code());
         out.push(VERSION);
         out.extend_from_slice(&[0, 0]);
         out.extend_from_slice(sender.as_bytes());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&seq.to_be_bytes());
-        body.emit(out);
+        body.encode(out);
         let (head, plaintext) = out.split_at_mut(HEADER_LEN);
         // Encryption fails only for plaintexts beyond 2^38 bytes.
         let tag = self
@@ -399,7 +391,7 @@ impl PairKey {
             .split_first_chunk::<SEQ_LEN>()
             .ok_or(PacketError::Malformed)?;
         let seq = u64::from_be_bytes(*seq);
-        Ok((seq, Body::parse(header.packet_type, body)?))
+        Ok((seq, Body::decode(header.packet_type, body)?))
     }
 }
 
