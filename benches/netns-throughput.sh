@@ -274,6 +274,17 @@ stats() { # values... -> "median min max"
               printf "%s %s %s\n", m, v[1], v[NR] }'
 }
 
+ping_rtts() { # ping's output on stdin -> one RTT (ms) per line
+    sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p'
+}
+
+rtt_stats() { # RTTs (ms), one per line, on stdin -> "mean p25 median p75 count" ("nan ... 0" if none)
+    sort -g | awk '{ v[NR] = $1; s += $1 }
+        END { if (NR == 0) { print "nan nan nan nan 0"; exit }
+              m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+              printf "%.3f %.3f %.3f %.3f %d\n", s / NR, v[int((NR + 3) / 4)], m, v[int((3 * NR + 3) / 4)], NR }'
+}
+
 measure() { # path dst-address
     local impl=$1 dst=$2 kind run json gbps bytes retr t0 t1 cpu_per_gb rtt rtt_med n
     if ! wait_ping "$NS_A" "$dst"; then
@@ -284,12 +295,8 @@ measure() { # path dst-address
     # One RTT per line, then their mean and median: a few slow pings (the VM's own hiccups,
     # milliseconds long, seen on every path) move the mean of a short run a lot; the median
     # shows the usual round trip.
-    read -r rtt rtt_med n < <(in_ns "$NS_A" ping -n -c "$PINGS" -i 0.1 -w $((PINGS / 10 + 10)) "$dst" |
-        sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' | sort -g |
-        awk '{ v[NR] = $1; s += $1 }
-             END { if (NR == 0) { print "nan nan 0"; exit }
-                   m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-                   printf "%.3f %.3f %d\n", s / NR, m, NR }')
+    read -r rtt _ rtt_med _ n < <(in_ns "$NS_A" ping -n -c "$PINGS" -i 0.1 -w $((PINGS / 10 + 10)) "$dst" |
+        ping_rtts | rtt_stats)
     RES[$impl,rtt]="$rtt $rtt $rtt"
     RES[$impl,rtt_med]="$rtt_med $rtt_med $rtt_med"
     note "ping: RTT mean $rtt ms, median $rtt_med ms over $n pings"
@@ -574,16 +581,17 @@ run_path() { # path: up, iperf3 and ping (and --memory for sitelink builds), dow
     local impl=$1 ok=0
     if up_path "$impl"; then
         read -r -a TUNNEL_PIDS <<<"${UP_PIDS[$impl]}"
-        if [[ $MEMORY -gt 0 && $impl != veth && $impl != wireguard-go && $impl != boringtun-cli ]]; then
+        # --memory watches the sitelink builds only.
+        local memory=0
+        [[ $MEMORY -gt 0 && ($impl == sitelink* || $impl == baseline) ]] && memory=1
+        if ((memory)); then
             MEM[$impl,idle_A]=$(mem_kib "${TUNNEL_PIDS[0]}" | cut -d' ' -f1) || true
             MEM[$impl,idle_B]=$(mem_kib "${TUNNEL_PIDS[1]}" | cut -d' ' -f1) || true
-            measure "$impl" "$(path_dst "$impl")" || ok=$?
-            if [[ $ok == 0 ]]; then
-                say "Memory of $impl during a ${MEMORY} s transfer"
-                measure_memory "$impl" "$(path_dst "$impl")" || note "memory run failed"
-            fi
-        else
-            measure "$impl" "$(path_dst "$impl")" || ok=$?
+        fi
+        measure "$impl" "$(path_dst "$impl")" || ok=$?
+        if ((memory)) && [[ $ok == 0 ]]; then
+            say "Memory of $impl during a ${MEMORY} s transfer"
+            measure_memory "$impl" "$(path_dst "$impl")" || note "memory run failed"
         fi
     else
         ok=1
@@ -598,7 +606,7 @@ run_path() { # path: up, iperf3 and ping (and --memory for sitelink builds), dow
 # these see the same machine: what else runs, and how busy the VM's host is, drifts during a
 # run, and the per-path numbers move with it.
 interleaved_pings() {
-    local impl round up=() dst
+    local impl round up=() dst mean q1 med q3 n
     say "Interleaved pings: all paths up, $PING_ROUNDS rounds of 20 pings per path"
     for impl in "${IMPLS[@]}"; do
         [[ -n ${NA[$impl]:-} ]] && continue
@@ -612,17 +620,16 @@ interleaved_pings() {
     for round in $(seq "$PING_ROUNDS"); do
         for impl in "${up[@]}"; do
             dst=$(path_dst "$impl")
-            in_ns "$NS_A" ping -n -c 20 -i 0.1 -w 12 "$dst" |
-                sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' >>"$WORK/rtt-$impl" || true
+            in_ns "$NS_A" ping -n -c 20 -i 0.1 -w 12 "$dst" | ping_rtts >>"$WORK/rtt-$impl" || true
         done
     done
     for impl in "${up[@]}"; do
-        # "mean p25 median p75 n"
-        RES[$impl,ping_il]=$(sort -g "$WORK/rtt-$impl" | awk '{ v[NR] = $1; s += $1 }
-            END { if (NR == 0) { print "nan nan nan nan 0"; exit }
-                  m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-                  printf "%.3f %.3f %.3f %.3f %d\n", s / NR, v[int((NR + 3) / 4)], m, v[int((3 * NR + 3) / 4)], NR }')
-        note "$impl: RTT mean, p25, median, p75 (ms), pings: ${RES[$impl,ping_il]}"
+        read -r mean q1 med q3 n < <(rtt_stats <"$WORK/rtt-$impl")
+        RES[$impl,il_n]=$n
+        # As "median min max" triples, the form ratio() reads.
+        RES[$impl,il_mean]="$mean $mean $mean" RES[$impl,il_p25]="$q1 $q1 $q1"
+        RES[$impl,il_med]="$med $med $med" RES[$impl,il_p75]="$q3 $q3 $q3"
+        note "$impl: RTT mean $mean, p25 $q1, median $med, p75 $q3 ms over $n pings"
         down_path "$impl"
     done
 }
@@ -699,18 +706,15 @@ MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
         echo
         echo "Ratios compare medians with the better of wireguard-go and boringtun-cli in each column: above 1× is better for Gbit/s, below 1× is better for RTT and CPU."
     fi
-    if [[ -n $(for impl in "${IMPLS[@]}"; do echo "${RES[$impl,ping_il]:-}"; done) ]]; then
+    if [[ -n $(for impl in "${IMPLS[@]}"; do echo "${RES[$impl,il_n]:-}"; done) ]]; then
         echo
         echo "Ping RTT with every path up at once, interleaved: $PING_ROUNDS rounds, each 20 pings 0.1 s apart through every path in turn (ms)."
         echo
         echo "| path | pings | mean | p25 | median | p75 |"
         echo "|---|---|---|---|---|---|"
         for impl in "${IMPLS[@]}"; do
-            [[ -z ${RES[$impl,ping_il]:-} ]] && continue
-            read -r m q1 med q3 n <<<"${RES[$impl,ping_il]}"
-            echo "| $(describe "$impl") | $n | $m | $q1 | $med | $q3 |"
-            RES[$impl,il_mean]="$m $m $m" RES[$impl,il_p25]="$q1 $q1 $q1"
-            RES[$impl,il_med]="$med $med $med" RES[$impl,il_p75]="$q3 $q3 $q3"
+            [[ -z ${RES[$impl,il_n]:-} ]] && continue
+            echo "| $(describe "$impl") | ${RES[$impl,il_n]} | ${RES[$impl,il_mean]%% *} | ${RES[$impl,il_p25]%% *} | ${RES[$impl,il_med]%% *} | ${RES[$impl,il_p75]%% *} |"
         done
         if wants sitelink && { wants wireguard-go || wants boringtun-cli; }; then
             echo "| **sitelink ÷ best other** | | $(ratio il_mean 0) | $(ratio il_p25 0) | $(ratio il_med 0) | $(ratio il_p75 0) |"
