@@ -31,12 +31,19 @@ fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
+/// Feeds every seed of `target` to `body`, naming each first (a panic then shows which).
+fn replay(target: &str, mut body: impl FnMut(&[u8])) {
+    for path in corpus(target) {
+        eprintln!("{target}: {}", path.display());
+        body(&read(&path));
+    }
+}
+
 #[test]
 fn datagram_corpus() {
-    for path in corpus("datagram") {
-        eprintln!("datagram: {}", path.display());
-        let _ = bodies::datagram(&read(&path));
-    }
+    replay("datagram", |bytes| {
+        let _ = bodies::datagram(bytes);
+    });
 }
 
 /// The seeds were made with the fuzzed gateway's keys: the peer's initiation is answered (so
@@ -60,10 +67,7 @@ fn seeds_reach_the_handshake() {
 #[test]
 fn config_corpus() {
     let dir = KeyDir::new();
-    for path in corpus("config") {
-        eprintln!("config: {}", path.display());
-        bodies::config(&read(&path), &dir.0);
-    }
+    replay("config", |bytes| bodies::config(bytes, &dir.0));
 }
 
 /// The seed configs parse: the replay reaches peer validation rather than stopping at a
@@ -85,10 +89,9 @@ fn seed_configs_are_valid() {
 
 #[test]
 fn nat_corpus() {
-    for path in corpus("nat") {
-        eprintln!("nat: {}", path.display());
-        let _ = bodies::nat(&read(&path));
-    }
+    replay("nat", |bytes| {
+        let _ = bodies::nat(bytes);
+    });
 }
 
 /// The NAT seeds reach what they were written for: answers find their sessions, the forward
@@ -117,10 +120,9 @@ fn nat_seeds_reach_the_sessions() {
 
 #[test]
 fn stun_corpus() {
-    for path in corpus("stun") {
-        eprintln!("stun: {}", path.display());
-        let _ = bodies::stun(&read(&path));
-    }
+    replay("stun", |bytes| {
+        let _ = bodies::stun(bytes);
+    });
 }
 
 /// The STUN seeds carry the transaction the fuzzed client waits for.
@@ -138,10 +140,9 @@ fn stun_seeds_reach_the_client() {
 
 #[test]
 fn traversal_corpus() {
-    for path in corpus("traversal") {
-        eprintln!("traversal: {}", path.display());
-        let _ = bodies::traversal(&read(&path));
-    }
+    replay("traversal", |bytes| {
+        let _ = bodies::traversal(bytes);
+    });
 }
 
 /// The sealed seeds decode, and reach the rendezvous agent past the AEAD: a probe is answered,
